@@ -1,0 +1,239 @@
+//! Who is calling: the URL parameters, the app they name, and the UserSig that proves the identifier
+//! (decisions.md §3, checked in that order, first failure wins).
+
+use followd_graph::write::Limits;
+use followd_graph::Subscriptions;
+use followd_protocol::{code, usersig, CallbackCommand};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::config::{AppConfig, WebhookConfig};
+use crate::reply::{ApiError, Family};
+
+/// The URL parameters every API takes (names are case-sensitive).
+#[derive(Debug, Default)]
+pub struct UrlParams {
+    /// `sdkappid`.
+    pub sdkappid: Option<String>,
+    /// `identifier`.
+    pub identifier: Option<String>,
+    /// `usersig`.
+    pub usersig: Option<String>,
+    /// `contenttype`.
+    pub contenttype: Option<String>,
+}
+
+impl UrlParams {
+    /// Parses a raw query string; unknown parameters (such as `random`) are ignored.
+    pub fn parse(raw: Option<&str>) -> UrlParams {
+        let mut p = UrlParams::default();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let slot = match &*k {
+                "sdkappid" => &mut p.sdkappid,
+                "identifier" => &mut p.identifier,
+                "usersig" => &mut p.usersig,
+                "contenttype" => &mut p.contenttype,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        p
+    }
+}
+
+/// One hosted app, as the request path sees it.
+pub struct App {
+    /// The SDKAppID.
+    pub sdkappid: u64,
+    key: String,
+    admins: HashSet<String>,
+    /// Graph limits.
+    pub limits: Limits,
+    webhook: RwLock<Option<WebhookConfig>>,
+    rate: Option<RateLimiter>,
+}
+
+impl App {
+    /// Builds the runtime view of an app's configuration.
+    pub fn new(c: &AppConfig) -> App {
+        let nonzero = |v: Option<u64>| v.filter(|&n| n > 0).map(|n| n as i64);
+        App {
+            sdkappid: c.sdkappid,
+            key: c.secret_key.clone(),
+            admins: c.admins.iter().cloned().collect(),
+            limits: Limits {
+                max_following: nonzero(Some(c.max_following)),
+                max_followers: nonzero(c.max_followers),
+                max_mutual: nonzero(c.max_mutual),
+            },
+            webhook: RwLock::new(c.webhook.clone()),
+            rate: c.rate_limit_per_second.filter(|&n| n > 0).map(RateLimiter::new),
+        }
+    }
+
+    /// Whether `identifier` is one of the app's admins.
+    pub fn is_admin(&self, identifier: &str) -> bool {
+        self.admins.contains(identifier)
+    }
+
+    /// Generates a UserSig for `identifier` with this app's key.
+    pub fn usersig(&self, identifier: &str, expire: u64, now: u64) -> String {
+        usersig::generate(&self.key, self.sdkappid, identifier, now, expire, None)
+    }
+
+    /// Which webhooks the app wants right now.
+    pub fn subscriptions(&self) -> Subscriptions {
+        match &*self.webhook.read() {
+            None => Subscriptions::default(),
+            Some(w) => {
+                let has = |c: CallbackCommand| w.commands.iter().any(|x| x == c.as_str());
+                Subscriptions { add: has(CallbackCommand::FollowAdd), delete: has(CallbackCommand::FollowDelete) }
+            }
+        }
+    }
+
+    /// Counts one call to `api` against the app's rate limit; `60007` when over.
+    pub fn check_rate(&self, api: &'static str, now: u64) -> Result<(), ApiError> {
+        match &self.rate {
+            Some(r) if !r.allow(api, now) => {
+                Err(ApiError::new(code::RATE_LIMITED, format!("{api}: more than {} calls per second", r.per_second)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A fixed one-second window per API.
+struct RateLimiter {
+    per_second: u32,
+    windows: Mutex<HashMap<&'static str, (u64, u32)>>,
+}
+
+impl RateLimiter {
+    fn new(per_second: u32) -> Self {
+        RateLimiter { per_second, windows: Mutex::new(HashMap::new()) }
+    }
+
+    fn allow(&self, api: &'static str, now: u64) -> bool {
+        let mut w = self.windows.lock();
+        let (second, count) = w.entry(api).or_insert((now, 0));
+        if *second != now {
+            (*second, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= self.per_second
+    }
+}
+
+/// Verified UserSigs are remembered until they expire; the cache never changes an answer because a
+/// ticket's validity depends only on it, the app's fixed key and the clock.
+const MAX_CACHED_SIGS: usize = 10_000;
+
+/// Every hosted app, by SDKAppID.
+pub struct Apps {
+    apps: HashMap<u64, Arc<App>>,
+    verified: Mutex<HashMap<(u64, String, String), u64>>,
+}
+
+impl Apps {
+    /// Builds the registry from the configuration.
+    pub fn new(configs: &[AppConfig]) -> Apps {
+        Apps { apps: configs.iter().map(|c| (c.sdkappid, Arc::new(App::new(c)))).collect(), verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// An app by SDKAppID.
+    pub fn get(&self, sdkappid: u64) -> Option<&Arc<App>> {
+        self.apps.get(&sdkappid)
+    }
+
+    /// Every app.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.values()
+    }
+
+    /// Checks the URL parameters and the UserSig; returns the app and the verified identifier.
+    /// Whether the identifier may call the API is the caller's next check.
+    pub fn authenticate(&self, p: &UrlParams, now: u64) -> Result<(Arc<App>, String), ApiError> {
+        let appid = p
+            .sdkappid
+            .as_deref()
+            .ok_or_else(|| ApiError::new(code::MISSING_SDKAPPID, "sdkappid is missing from the URL"))?
+            .parse::<u64>()
+            .map_err(|_| ApiError::new(code::MISSING_SDKAPPID, "sdkappid in the URL is not a number"))?;
+        let app = self.apps.get(&appid).ok_or_else(|| ApiError::new(code::UNKNOWN_SDKAPPID, format!("SDKAppID {appid} does not exist")))?;
+        if let Some(ct) = &p.contenttype {
+            if !ct.eq_ignore_ascii_case("json") {
+                return Err(ApiError::new(code::BAD_URL_PARAMS, "contenttype must be json"));
+            }
+        }
+        let identifier = p
+            .identifier
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::new(code::BAD_URL_PARAMS, "identifier is missing from the URL"))?;
+        let sig = p.usersig.as_deref().unwrap_or("");
+        let cache_key = (appid, identifier.to_owned(), sig.to_owned());
+        if self.verified.lock().get(&cache_key).is_some_and(|&exp| now <= exp) {
+            return Ok((app.clone(), cache_key.1));
+        }
+        let ticket = usersig::verify(sig, appid, identifier, &app.key, now).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        let mut cache = self.verified.lock();
+        if cache.len() >= MAX_CACHED_SIGS {
+            cache.retain(|_, exp| now <= *exp);
+            if cache.len() >= MAX_CACHED_SIGS {
+                cache.clear();
+            }
+        }
+        cache.insert(cache_key.clone(), ticket.expires_at());
+        Ok((app.clone(), cache_key.1))
+    }
+
+    /// [`Apps::authenticate`] plus the admin check (`30004` for follow APIs, `60010` for others).
+    pub fn authenticate_admin(&self, p: &UrlParams, family: Family, now: u64) -> Result<Arc<App>, ApiError> {
+        let (app, identifier) = self.authenticate(p, now)?;
+        if !app.is_admin(&identifier) {
+            let c = match family {
+                Family::Follow => code::FOLLOW_NOT_ADMIN,
+                Family::Account => code::NOT_ADMIN,
+            };
+            return Err(ApiError::new(c, format!("{identifier} is not an app admin")));
+        }
+        Ok(app)
+    }
+}
+
+/// The client's address: the peer, or the left-most `X-Forwarded-For` entry when the peer is a trusted
+/// proxy (decisions.md §5).
+pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer_ip = peer.ip().to_canonical();
+    if trusted.iter().any(|n| n.contains(&peer_ip)) {
+        if let Some(ip) = forwarded_for.and_then(|h| h.split(',').next()).and_then(|s| s.trim().parse::<IpAddr>().ok()) {
+            return ip;
+        }
+    }
+    peer_ip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: SocketAddr = "10.1.2.3:999".parse().unwrap();
+        let other: SocketAddr = "192.0.2.1:999".parse().unwrap();
+        assert_eq!(client_ip(proxy, Some("203.0.113.9, 10.1.2.3"), &trusted).to_string(), "203.0.113.9");
+        assert_eq!(client_ip(other, Some("203.0.113.9"), &trusted).to_string(), "192.0.2.1");
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted).to_string(), "10.1.2.3");
+        assert_eq!(client_ip(proxy, None, &trusted).to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn url_params_first_value_wins_and_case_matters() {
+        let p = UrlParams::parse(Some("SDKAPPID=1&sdkappid=2&sdkappid=3&random=9"));
+        assert_eq!(p.sdkappid.as_deref(), Some("2"));
+    }
+}

@@ -1,0 +1,313 @@
+//! The configuration contract (decisions.md §6): one TOML file, `FOLLOWD_*` environment overrides,
+//! validated at load with messages that name the key.
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the REST, client and admin APIs.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Directory of the embedded storage; relative paths are taken from the config file's directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL, instead of the embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// CIDRs whose `X-Forwarded-For` is believed for `ClientIP`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `"process"` (default: a killed process loses nothing acknowledged) or `"fsync"` (also power loss).
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    /// The apps this server hosts.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+/// One app (one SDKAppID).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The SDKAppID.
+    pub sdkappid: u64,
+    /// The key UserSigs are signed with. Never logged.
+    pub secret_key: String,
+    /// UserIDs allowed to call the admin APIs.
+    pub admins: Vec<String>,
+    /// How many users one user may follow (`32100`); 0 means no limit.
+    #[serde(default = "default_max_following")]
+    pub max_following: u64,
+    /// How many followers one user may have (`32101`); absent or 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_followers: Option<u64>,
+    /// How many mutual follows one user may have (`32102`/`32103`); absent or 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mutual: Option<u64>,
+    /// Calls per second allowed to each REST API of this app; absent or 0 means off (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Where this app's webhooks go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// An app's webhook destination.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL; Chat's query parameters are appended to it.
+    pub url: String,
+    /// Which commands are sent.
+    #[serde(default = "default_commands")]
+    pub commands: Vec<String>,
+    /// Adds `Sign` and `RequestTime` when set. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Adds a Standard Webhooks `webhook-signature` header when set. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `"backoff"` (default) or `"none"`.
+    #[serde(default = "default_retry")]
+    pub retry: String,
+    /// Allow loopback, private and link-local destinations (local development).
+    #[serde(default)]
+    pub allow_private_destinations: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5080".into()
+}
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+fn default_durability() -> String {
+    "process".into()
+}
+fn default_max_following() -> u64 {
+    5000
+}
+fn default_commands() -> Vec<String> {
+    followd_protocol::CallbackCommand::ALL.iter().map(|c| c.as_str().to_owned()).collect()
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_retry() -> String {
+    "backoff".into()
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("sdkappid", &self.sdkappid)
+            .field("secret_key", &REDACTED)
+            .field("admins", &self.admins)
+            .field("max_following", &self.max_following)
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("commands", &self.commands)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("signing_secret", &self.signing_secret.as_ref().map(|_| REDACTED))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry", &self.retry)
+            .field("allow_private_destinations", &self.allow_private_destinations)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| REDACTED))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("durability", &self.durability)
+            .field("apps", &self.apps)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Parses TOML text and validates it. `base` resolves a relative `data_dir`.
+    pub fn from_toml(text: &str, base: &Path) -> anyhow::Result<Config> {
+        let mut c: Config = toml::from_str(text)?;
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        Ok(c)
+    }
+
+    /// Reads a file, applies `FOLLOWD_LISTEN`, `FOLLOWD_DATA_DIR` and `FOLLOWD_DATABASE_URL`, and validates.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut c = Config::from_toml(&text, base).with_context(|| format!("in {}", path.display()))?;
+        c.apply_env(|k| std::env::var(k).ok());
+        c.validate().with_context(|| format!("in {}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Applies the environment overrides of the top-level keys.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("FOLLOWD_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = var("FOLLOWD_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = var("FOLLOWD_DATABASE_URL") {
+            self.database_url = Some(v).filter(|v| !v.is_empty());
+        }
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen.parse().with_context(|| format!("listen: {:?} is not an address like 127.0.0.1:5080", self.listen))
+    }
+
+    /// The trusted proxy networks.
+    pub fn proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| format!("trusted_proxies: {s:?} is not a CIDR like 10.0.0.0/8"))
+            })
+            .collect()
+    }
+
+    /// Checks every key; the error names the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        self.proxies()?;
+        if !matches!(self.durability.as_str(), "process" | "fsync") {
+            bail!("durability: {:?} is not \"process\" or \"fsync\"", self.durability);
+        }
+        if self.apps.is_empty() {
+            bail!("apps: at least one [[apps]] entry is needed");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.apps.iter().enumerate() {
+            let at = format!("apps[{i}] (sdkappid {})", a.sdkappid);
+            if !seen.insert(a.sdkappid) {
+                bail!("{at}.sdkappid: appears twice");
+            }
+            if a.secret_key.is_empty() {
+                bail!("{at}.secret_key: must not be empty");
+            }
+            if a.admins.is_empty() {
+                bail!("{at}.admins: at least one admin UserID is needed");
+            }
+            for admin in &a.admins {
+                followd_protocol::UserId::parse(admin).with_context(|| format!("{at}.admins: {admin:?}"))?;
+            }
+            if let Some(w) = &a.webhook {
+                w.validate().with_context(|| format!("{at}.webhook"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WebhookConfig {
+    /// Checks the webhook keys.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            bail!("url: {:?} must start with http:// or https://", self.url);
+        }
+        for c in &self.commands {
+            if followd_protocol::CallbackCommand::parse(c).is_none() {
+                bail!("commands: {c:?} is not a Follow webhook command");
+            }
+        }
+        if let Some(t) = &self.token {
+            if t.is_empty() || t.len() > 128 {
+                bail!("token: must be 1 to 128 characters");
+            }
+        }
+        if self.timeout_ms == 0 {
+            bail!("timeout_ms: must be above 0");
+        }
+        if !matches!(self.retry.as_str(), "backoff" | "none") {
+            bail!("retry: {:?} is not \"backoff\" or \"none\"", self.retry);
+        }
+        Ok(())
+    }
+}
+
+/// The starter config written on a first run: one app with a fresh random key.
+pub fn starter(sdkappid: u64, secret_key: &str) -> String {
+    format!(
+        r#"# followd configuration. Reference: README.md, "Configuration".
+listen = "127.0.0.1:5080"
+data_dir = "data"
+# database_url = "postgres://user@host/db"   # PostgreSQL instead of the embedded store
+trusted_proxies = []
+
+[[apps]]
+sdkappid = {sdkappid}
+secret_key = "{secret_key}"
+admins = ["administrator"]
+max_following = 5000
+
+# [apps.webhook]
+# url = "http://127.0.0.1:9000/imcallback"
+# commands = ["Follow.CallbackAfterFollowAdd", "Follow.CallbackAfterFollowDelete"]
+# allow_private_destinations = true
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starter_parses_and_validates() {
+        let c = Config::from_toml(&starter(1400000000, &"ab".repeat(32)), Path::new("/x")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_dir, Path::new("/x/data"));
+        assert_eq!(c.apps[0].max_following, 5000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = "listen = \"nope\"\n[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\nadmins = [\"a\"]\n";
+        let c = Config::from_toml(bad, Path::new(".")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+        let unknown = "listn = \"x\"\n";
+        assert!(Config::from_toml(unknown, Path::new(".")).unwrap_err().to_string().contains("listn"));
+        let hook = "[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\nadmins = [\"a\"]\n[apps.webhook]\nurl = \"ftp://x\"\n";
+        let c = Config::from_toml(hook, Path::new(".")).unwrap();
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("url"));
+    }
+
+    #[test]
+    fn env_overrides_and_secrets_stay_out_of_debug() {
+        let mut c = Config::from_toml(&starter(7, "topsecretkey"), Path::new(".")).unwrap();
+        c.apply_env(|k| (k == "FOLLOWD_LISTEN").then(|| "0.0.0.0:1".to_string()));
+        assert_eq!(c.listen, "0.0.0.0:1");
+        assert!(!format!("{c:?}").contains("topsecretkey"));
+    }
+}

@@ -1,0 +1,509 @@
+//! `/v4/{service}/{command}`: the admin REST API, exactly as protocol.md §3, §4 and §4b describe it.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use followd_graph::read::{self, Relation};
+use followd_graph::write::{self, NewAccount, WriteContext};
+use followd_graph::{follow_time_secs, Counts, Cursor, ListKind, Origin};
+use followd_protocol::{code, OptPlatform, UserId};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::{client_ip, App, UrlParams};
+use crate::body::Body;
+use crate::reply::{envelope, ApiError, Family};
+use crate::{now_secs, AppState};
+
+/// Most targets of follow_add, follow_delete and follow_get_info.
+pub const MAX_WRITE_TARGETS: usize = 20;
+/// Most targets of follow_check.
+pub const MAX_CHECK_TARGETS: usize = 100;
+/// Most entries of one follow_get page.
+pub const MAX_WANT_NUM: u64 = 1000;
+/// follow_get's page size when WantNum is absent or 0.
+pub const DEFAULT_WANT_NUM: u64 = 100;
+/// Most accounts of one account API call.
+pub const MAX_ACCOUNTS: usize = 100;
+/// Longest Nick or FaceUrl accepted, in bytes.
+pub const MAX_PROFILE_FIELD: usize = 500;
+
+/// The APIs this route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    FollowAdd,
+    FollowDelete,
+    FollowCheck,
+    FollowGet,
+    FollowGetInfo,
+    AccountImport,
+    MultiaccountImport,
+    AccountDelete,
+    AccountCheck,
+}
+
+impl Api {
+    /// Resolves `/v4/{service}/{command}`.
+    pub fn resolve(service: &str, command: &str) -> Option<Api> {
+        Some(match (service, command) {
+            ("follow", "follow_add") => Api::FollowAdd,
+            ("follow", "follow_delete") => Api::FollowDelete,
+            ("follow", "follow_check") => Api::FollowCheck,
+            ("follow", "follow_get") => Api::FollowGet,
+            ("follow", "follow_get_info") => Api::FollowGetInfo,
+            ("im_open_login_svc", "account_import") => Api::AccountImport,
+            ("im_open_login_svc", "multiaccount_import") => Api::MultiaccountImport,
+            ("im_open_login_svc", "account_delete") => Api::AccountDelete,
+            ("im_open_login_svc", "account_check") => Api::AccountCheck,
+            _ => return None,
+        })
+    }
+
+    /// The command word (for logs, metrics and rate limits).
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::FollowAdd => "follow_add",
+            Api::FollowDelete => "follow_delete",
+            Api::FollowCheck => "follow_check",
+            Api::FollowGet => "follow_get",
+            Api::FollowGetInfo => "follow_get_info",
+            Api::AccountImport => "account_import",
+            Api::MultiaccountImport => "multiaccount_import",
+            Api::AccountDelete => "account_delete",
+            Api::AccountCheck => "account_check",
+        }
+    }
+
+    /// The error family.
+    pub fn family(self) -> Family {
+        match self {
+            Api::FollowAdd | Api::FollowDelete | Api::FollowCheck | Api::FollowGet | Api::FollowGetInfo => Family::Follow,
+            _ => Family::Account,
+        }
+    }
+}
+
+/// The handler of every `/v4/{service}/{command}` request.
+pub async fn handle(
+    State(st): State<Arc<AppState>>,
+    Path((service, command)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = st.next_request_id();
+    let Some(api) = Api::resolve(&service, &command) else {
+        let e = ApiError::new(code::BAD_URL, format!("unknown API v4/{service}/{command}"));
+        return envelope::<()>(Family::Account, &request_id, Err(e));
+    };
+    let family = api.family();
+    let result = async {
+        if method != Method::POST {
+            return Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"));
+        }
+        let body = body.map_err(|e| ApiError::new(code::HTTP_PARSE, format!("cannot read the request body: {e}")))?;
+        let now = now_secs();
+        let app = st.apps.authenticate_admin(&UrlParams::parse(query.as_deref()), family, now)?;
+        app.check_rate(api.name(), now)?;
+        let body = Body::parse(&body, family)?;
+        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let origin = Origin { client_ip: client_ip(peer, xff, &st.proxies).to_string(), platform: OptPlatform::RestApi };
+        let cx = Call { st: &st, app: &app, request_id: &request_id, family };
+        cx.dispatch(api, &body, origin).await
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::debug!(request_id, api = api.name(), code = e.code, info = %e.info, "refused");
+    }
+    envelope(family, &request_id, result)
+}
+
+/// One authenticated call.
+pub struct Call<'a> {
+    /// Server state.
+    pub st: &'a AppState,
+    /// The app.
+    pub app: &'a Arc<App>,
+    /// For logs and the envelope.
+    pub request_id: &'a str,
+    /// Error family.
+    pub family: Family,
+}
+
+impl Call<'_> {
+    async fn dispatch(&self, api: Api, body: &Body, origin: Origin) -> Result<Reply, ApiError> {
+        let v = match api {
+            Api::FollowAdd => {
+                let from = body.user("From_Account")?;
+                let targets = body.object_users("FollowItem", "To_Account", MAX_WRITE_TARGETS)?;
+                Reply::Items(self.follow_add(from, targets, origin).await?)
+            }
+            Api::FollowDelete => {
+                let from = body.user("From_Account")?;
+                let targets = body.users("To_Account", MAX_WRITE_TARGETS)?;
+                Reply::Items(self.follow_delete(from, targets, origin).await?)
+            }
+            Api::FollowCheck => {
+                let from = body.user("From_Account")?;
+                let targets = body.users("To_Account", MAX_CHECK_TARGETS)?;
+                Reply::Check(self.follow_check(from, targets).await?)
+            }
+            Api::FollowGet => {
+                let (from, kind, cursor, want) = parse_follow_get(body, MAX_WANT_NUM)?;
+                Reply::Page(self.follow_get(from, kind, cursor, want).await?)
+            }
+            Api::FollowGetInfo => {
+                let from = body.user("From_Account")?;
+                let targets = body.users("To_Account", MAX_WRITE_TARGETS)?;
+                Reply::Info(self.follow_get_info(from, targets).await?)
+            }
+            Api::AccountImport => Reply::Empty(self.account_import(body).await?),
+            Api::MultiaccountImport => Reply::Fail(self.multiaccount_import(body).await?),
+            Api::AccountDelete => {
+                let users = body.object_users("DeleteItem", "UserID", MAX_ACCOUNTS)?;
+                Reply::Accounts(self.account_delete(users, origin).await?)
+            }
+            Api::AccountCheck => {
+                let users = body.object_users("CheckItem", "UserID", MAX_ACCOUNTS)?;
+                Reply::Accounts(self.account_check(users).await?)
+            }
+        };
+        Ok(v)
+    }
+
+    fn graph_err(&self, e: followd_graph::GraphError) -> ApiError {
+        ApiError::from_graph(e, self.family, self.request_id)
+    }
+
+    fn write_context(&self, origin: Origin) -> WriteContext {
+        WriteContext { app: self.app.sdkappid, limits: self.app.limits, subscriptions: self.app.subscriptions(), origin }
+    }
+
+    /// follow_add.
+    pub async fn follow_add(&self, from: UserId, targets: Vec<UserId>, origin: Origin) -> Result<ResultItems, ApiError> {
+        let cx = self.write_context(origin);
+        let items = followd_graph::write(&*self.st.store, move |tx| write::follow_add(tx, &cx, &from, &targets))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(ResultItems::from(items))
+    }
+
+    /// follow_delete.
+    pub async fn follow_delete(&self, from: UserId, targets: Vec<UserId>, origin: Origin) -> Result<ResultItems, ApiError> {
+        let cx = self.write_context(origin);
+        let items = followd_graph::write(&*self.st.store, move |tx| write::follow_delete(tx, &cx, &from, &targets))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(ResultItems::from(items))
+    }
+
+    /// follow_check.
+    pub async fn follow_check(&self, from: UserId, targets: Vec<UserId>) -> Result<CheckItems, ApiError> {
+        let app = self.app.sdkappid;
+        let items = followd_graph::read(&*self.st.store, move |v| read::follow_check(v, app, &from, &targets))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(CheckItems {
+            result_item: items
+                .into_iter()
+                .map(|c| CheckItem {
+                    to_account: c.user.to_string(),
+                    result_code: c.code,
+                    result_info: if c.code == 0 { "" } else { "To_Account does not exist" },
+                    follow_type: c.relation as u8,
+                })
+                .collect(),
+        })
+    }
+
+    /// follow_get.
+    pub async fn follow_get(&self, from: UserId, kind: ListKind, cursor: Option<Cursor>, want: usize) -> Result<FollowPage, ApiError> {
+        let app = self.app.sdkappid;
+        let page = followd_graph::read(&*self.st.store, move |v| read::follow_get(v, app, &from, kind, cursor, want))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(FollowPage {
+            follow_item: page
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let mut profile = Vec::new();
+                    if let Some(n) = e.profile.nick {
+                        profile.push(ProfileItem { tag: "Tag_Profile_IM_Nick", value: n });
+                    }
+                    if let Some(f) = e.profile.face_url {
+                        profile.push(ProfileItem { tag: "Tag_Profile_IM_Image", value: f });
+                    }
+                    FollowEntry {
+                        to_account: e.user.to_string(),
+                        follow_time: follow_time_secs(e.key),
+                        profile_item: profile,
+                        profile_sequence: e.profile.sequence,
+                    }
+                })
+                .collect(),
+            next_cursor: page.next.map(Cursor::encode).unwrap_or_default(),
+        })
+    }
+
+    /// follow_get_info.
+    pub async fn follow_get_info(&self, from: UserId, targets: Vec<UserId>) -> Result<FollowInfo, ApiError> {
+        let app = self.app.sdkappid;
+        let items = followd_graph::read(&*self.st.store, move |v| read::follow_get_info(v, app, &from, &targets))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(FollowInfo {
+            follow_info: items
+                .into_iter()
+                .map(|(u, c)| {
+                    let found = c.is_some();
+                    let c = c.unwrap_or(Counts::default());
+                    InfoItem {
+                        to_account: u.to_string(),
+                        result_code: if found { code::OK } else { code::FOLLOW_ACCOUNT_NOT_FOUND },
+                        result_info: if found { "" } else { "To_Account does not exist" },
+                        follower_count: c.followers,
+                        following_count: c.following,
+                        mutual_following_count: c.mutual,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    async fn account_import(&self, body: &Body) -> Result<Empty, ApiError> {
+        let account =
+            NewAccount { user: body.user("UserID")?, nick: profile_field(body, "Nick")?, face_url: profile_field(body, "FaceUrl")? };
+        let app = self.app.sdkappid;
+        followd_graph::write(&*self.st.store, move |tx| write::import_accounts(tx, app, &[account]))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(Empty {})
+    }
+
+    async fn multiaccount_import(&self, body: &Body) -> Result<FailAccounts, ApiError> {
+        let mut accounts = Vec::new();
+        let mut fail = Vec::new();
+        for (i, v) in body.array("Accounts", MAX_ACCOUNTS)?.iter().enumerate() {
+            let s = v.as_str().ok_or_else(|| ApiError::new(code::USERID_NOT_STRING, format!("Accounts[{i}] must be a string")))?;
+            match UserId::parse(s) {
+                Ok(user) => accounts.push(NewAccount { user, nick: None, face_url: None }),
+                Err(_) => fail.push(s.to_owned()),
+            }
+        }
+        let app = self.app.sdkappid;
+        followd_graph::write(&*self.st.store, move |tx| write::import_accounts(tx, app, &accounts)).await.map_err(|e| self.graph_err(e))?;
+        Ok(FailAccounts { fail_accounts: fail })
+    }
+
+    async fn account_delete(&self, users: Vec<UserId>, origin: Origin) -> Result<AccountItems, ApiError> {
+        let cx = self.write_context(origin);
+        let items = followd_graph::write(&*self.st.store, move |tx| write::delete_accounts(tx, &cx, &users))
+            .await
+            .map_err(|e| self.graph_err(e))?;
+        Ok(AccountItems {
+            result_item: items
+                .into_iter()
+                .map(|r| AccountItem { result_code: r.code, result_info: r.info, user_id: r.user.to_string(), account_status: None })
+                .collect(),
+        })
+    }
+
+    async fn account_check(&self, users: Vec<UserId>) -> Result<AccountItems, ApiError> {
+        let app = self.app.sdkappid;
+        let items =
+            followd_graph::read(&*self.st.store, move |v| read::account_check(v, app, &users)).await.map_err(|e| self.graph_err(e))?;
+        Ok(AccountItems {
+            result_item: items
+                .into_iter()
+                .map(|(u, imported)| AccountItem {
+                    result_code: code::OK,
+                    result_info: "",
+                    user_id: u.to_string(),
+                    account_status: Some(if imported { "Imported" } else { "NotImported" }),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Parses follow_get's body; `max_want` is 1000 for REST and 500 for the client API.
+pub fn parse_follow_get(body: &Body, max_want: u64) -> Result<(UserId, ListKind, Option<Cursor>, usize), ApiError> {
+    let invalid = |m: String| ApiError::new(code::FOLLOW_INVALID_PARAM, m);
+    let from = body.user("From_Account")?;
+    let kind = body.opt_u64("FollowType")?.ok_or_else(|| invalid("FollowType is required (1 fans, 2 following, 3 mutual)".into()))?;
+    let kind =
+        ListKind::from_wire(kind).ok_or_else(|| invalid(format!("FollowType {kind} is not 1 (fans), 2 (following) or 3 (mutual)")))?;
+    let cursor = Cursor::decode(body.opt_str("StartCursor")?.unwrap_or(""))
+        .map_err(|()| invalid("StartCursor is not a cursor this server returned".into()))?;
+    let want = match body.opt_u64("WantNum")? {
+        None | Some(0) => DEFAULT_WANT_NUM,
+        Some(n) if n > max_want => return Err(invalid(format!("WantNum {n} is over the limit of {max_want}"))),
+        Some(n) => n,
+    };
+    Ok((from, kind, cursor, want as usize))
+}
+
+fn profile_field(body: &Body, key: &str) -> Result<Option<String>, ApiError> {
+    match body.opt_str(key)? {
+        Some(s) if s.len() > MAX_PROFILE_FIELD => {
+            Err(ApiError::new(code::ACCOUNT_INVALID_PARAM, format!("{key} is over {MAX_PROFILE_FIELD} bytes")))
+        }
+        s => Ok(s.map(str::to_owned)),
+    }
+}
+
+/// Any API's answer fields (serialised in declaration order, flattened into the envelope).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// follow_add, follow_delete.
+    Items(ResultItems),
+    /// follow_check.
+    Check(CheckItems),
+    /// follow_get.
+    Page(FollowPage),
+    /// follow_get_info.
+    Info(FollowInfo),
+    /// account_import.
+    Empty(Empty),
+    /// multiaccount_import.
+    Fail(FailAccounts),
+    /// account_delete, account_check.
+    Accounts(AccountItems),
+}
+
+/// `{}`: no fields besides the envelope.
+#[derive(Serialize)]
+pub struct Empty {}
+
+/// `ResultItem` of follow_add and follow_delete.
+#[derive(Serialize)]
+pub struct ResultItems {
+    #[serde(rename = "ResultItem")]
+    result_item: Vec<ResultItem>,
+}
+
+#[derive(Serialize)]
+struct ResultItem {
+    #[serde(rename = "To_Account")]
+    to_account: String,
+    #[serde(rename = "ResultCode")]
+    result_code: u32,
+    #[serde(rename = "ResultInfo")]
+    result_info: &'static str,
+}
+
+impl From<Vec<write::ItemResult>> for ResultItems {
+    fn from(items: Vec<write::ItemResult>) -> Self {
+        ResultItems {
+            result_item: items
+                .into_iter()
+                .map(|r| ResultItem { to_account: r.user.to_string(), result_code: r.code, result_info: r.info })
+                .collect(),
+        }
+    }
+}
+
+/// follow_check's answer.
+#[derive(Serialize)]
+pub struct CheckItems {
+    #[serde(rename = "ResultItem")]
+    result_item: Vec<CheckItem>,
+}
+
+#[derive(Serialize)]
+struct CheckItem {
+    #[serde(rename = "To_Account")]
+    to_account: String,
+    #[serde(rename = "ResultCode")]
+    result_code: u32,
+    #[serde(rename = "ResultInfo")]
+    result_info: &'static str,
+    #[serde(rename = "FollowType")]
+    follow_type: u8,
+}
+
+const _: () = assert!(Relation::Mutual as u8 == 3);
+
+/// follow_get's answer.
+#[derive(Serialize)]
+pub struct FollowPage {
+    #[serde(rename = "FollowItem")]
+    follow_item: Vec<FollowEntry>,
+    #[serde(rename = "NextCursor")]
+    next_cursor: String,
+}
+
+#[derive(Serialize)]
+struct FollowEntry {
+    #[serde(rename = "To_Account")]
+    to_account: String,
+    #[serde(rename = "FollowTime")]
+    follow_time: u64,
+    #[serde(rename = "ProfileItem")]
+    profile_item: Vec<ProfileItem>,
+    profile_sequence: i64,
+}
+
+#[derive(Serialize)]
+struct ProfileItem {
+    #[serde(rename = "Tag")]
+    tag: &'static str,
+    #[serde(rename = "Value")]
+    value: String,
+}
+
+/// follow_get_info's answer.
+#[derive(Serialize)]
+pub struct FollowInfo {
+    #[serde(rename = "FollowInfo")]
+    follow_info: Vec<InfoItem>,
+}
+
+#[derive(Serialize)]
+struct InfoItem {
+    #[serde(rename = "To_Account")]
+    to_account: String,
+    #[serde(rename = "ResultCode")]
+    result_code: u32,
+    #[serde(rename = "ResultInfo")]
+    result_info: &'static str,
+    #[serde(rename = "FollowerCount")]
+    follower_count: i64,
+    #[serde(rename = "FollowingCount")]
+    following_count: i64,
+    #[serde(rename = "MutualFollowingCount")]
+    mutual_following_count: i64,
+}
+
+/// multiaccount_import's answer.
+#[derive(Serialize)]
+pub struct FailAccounts {
+    #[serde(rename = "FailAccounts")]
+    fail_accounts: Vec<String>,
+}
+
+/// account_delete's and account_check's answer.
+#[derive(Serialize)]
+pub struct AccountItems {
+    #[serde(rename = "ResultItem")]
+    result_item: Vec<AccountItem>,
+}
+
+#[derive(Serialize)]
+struct AccountItem {
+    #[serde(rename = "ResultCode")]
+    result_code: u32,
+    #[serde(rename = "ResultInfo")]
+    result_info: &'static str,
+    #[serde(rename = "UserID")]
+    user_id: String,
+    #[serde(rename = "AccountStatus", skip_serializing_if = "Option::is_none")]
+    account_status: Option<&'static str>,
+}

@@ -1,0 +1,283 @@
+//! The follow graph's rules, written once for every storage backend.
+//!
+//! A backend supplies two small primitive interfaces: [`WriteTx`] (one step of a write transaction)
+//! and [`ReadView`] (a consistent snapshot). The functions in [`write`] and [`read`] implement the
+//! protocol's semantics on top of them: follow and unfollow with their limits, the three lists with
+//! keyset cursors, the counters, account import and deletion, and which webhook events each change
+//! owes. Because the events are emitted through the same [`WriteTx`] as the edges, they commit in the
+//! same transaction (decisions.md §4).
+
+pub mod cursor;
+pub mod read;
+pub mod write;
+
+use followd_protocol::{CallbackCommand, OptPlatform, UserId};
+use std::future::Future;
+use std::pin::Pin;
+
+pub use cursor::Cursor;
+
+/// An app's SDKAppID.
+pub type AppId = u64;
+/// A UserID interned to an integer (unique across the store, so it names the app too).
+pub type Uid = i64;
+/// The ordering key of an edge: the follow time in microseconds, unique per writer.
+pub type TimeKey = i64;
+
+/// Converts an ordering key to the protocol's `FollowTime` (seconds).
+pub fn follow_time_secs(key: TimeKey) -> u64 {
+    (key.max(0) / 1_000_000) as u64
+}
+
+/// A user's three counters, stored and kept exact by every write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Users who follow this one (in-degree).
+    pub followers: i64,
+    /// Users this one follows (out-degree).
+    pub following: i64,
+    /// Users who follow this one and are followed back.
+    pub mutual: i64,
+}
+
+/// What a user's profile holds for `ProfileItem`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// `Tag_Profile_IM_Nick`, when set.
+    pub nick: Option<String>,
+    /// `Tag_Profile_IM_Image`, when set.
+    pub face_url: Option<String>,
+    /// How many times the profile changed.
+    pub sequence: i64,
+}
+
+/// Which of a user's lists (`follow_get`'s `FollowType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// 1: fans.
+    Followers,
+    /// 2: follows.
+    Following,
+    /// 3: mutual follows.
+    Mutual,
+}
+
+impl ListKind {
+    /// Parses `follow_get`'s `FollowType`.
+    pub fn from_wire(n: u64) -> Option<Self> {
+        match n {
+            1 => Some(ListKind::Followers),
+            2 => Some(ListKind::Following),
+            3 => Some(ListKind::Mutual),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a list page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The other user.
+    pub user: UserId,
+    /// Its interned id (part of the cursor).
+    pub uid: Uid,
+    /// When the listed relation began.
+    pub key: TimeKey,
+    /// Its profile.
+    pub profile: Profile,
+}
+
+/// Who caused a change, for the webhook's `ClientIP` and `OptPlatform`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address.
+    pub client_ip: String,
+    /// The client's platform.
+    pub platform: OptPlatform,
+}
+
+/// Which webhook commands an app subscribes to at the moment of a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subscriptions {
+    /// `Follow.CallbackAfterFollowAdd` is owed.
+    pub add: bool,
+    /// `Follow.CallbackAfterFollowDelete` is owed.
+    pub delete: bool,
+}
+
+impl StoreError {
+    /// Wraps a backend's error.
+    pub fn database(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Database(std::sync::Arc::new(e))
+    }
+}
+
+impl Subscriptions {
+    /// Whether `cmd` is subscribed.
+    pub fn wants(self, cmd: CallbackCommand) -> bool {
+        match cmd {
+            CallbackCommand::FollowAdd => self.add,
+            CallbackCommand::FollowDelete => self.delete,
+        }
+    }
+}
+
+/// A webhook event owed by a change, written in the change's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The app.
+    pub app: AppId,
+    /// Which webhook.
+    pub command: CallbackCommand,
+    /// `From_Account`.
+    pub from: UserId,
+    /// The targets whose edge changed (at most 20).
+    pub targets: Vec<UserId>,
+    /// Who caused it.
+    pub origin: Origin,
+}
+
+/// One edge that a committed write added or removed (for live notifications).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeChange {
+    /// The follower.
+    pub from: UserId,
+    /// The followee.
+    pub to: UserId,
+    /// Added (true) or removed.
+    pub added: bool,
+    /// Whether the pair became (on add) or stopped being (on removal) mutual.
+    pub mutual: bool,
+}
+
+/// A failure of the storage layer. Domain outcomes are never errors of this kind.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed; the whole transaction was rolled back.
+    #[error("database error: {0}")]
+    Database(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// The store is shutting down and takes no more work.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// A request-level refusal: nothing was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// A user named at request level (`From_Account`) was never imported.
+    #[error("account {0} does not exist")]
+    NoSuchAccount(UserId),
+    /// A parameter is out of range (the message says which).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Result of one step of a write or read.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The primitives of one write transaction. Implementations keep counters in a cache that they flush
+/// before commit; all of it commits or rolls back together.
+pub trait WriteTx {
+    /// The interned id of `user` in `app`, if imported.
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>>;
+    /// The UserID of an interned id.
+    fn user_id(&mut self, uid: Uid) -> StoreResult<UserId>;
+    /// Imports `user` or, when it exists, updates the given profile fields; true when newly created.
+    fn upsert_account(&mut self, app: AppId, user: &UserId, nick: Option<&str>, face_url: Option<&str>) -> StoreResult<(Uid, bool)>;
+    /// Removes an account row (its edges must already be gone).
+    fn delete_account(&mut self, uid: Uid) -> StoreResult<()>;
+    /// The ordering key of edge `src → dst`, if it exists.
+    fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>>;
+    /// Adds edge `src → dst` (both orderings).
+    fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()>;
+    /// Removes edge `src → dst` (both orderings).
+    fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()>;
+    /// Records that `a` and `b` follow each other since `key` (both directions).
+    fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
+    /// Removes the mutual record of `a` and `b` (both directions).
+    fn delete_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
+    /// Every edge out of `uid`: `(dst, key)`.
+    fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
+    /// Every edge into `uid`: `(src, key)`.
+    fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
+    /// Current counters (including this transaction's changes).
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
+    /// Adds deltas to the counters.
+    fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()>;
+    /// A fresh ordering key: the current time in µs, strictly greater than any key issued before.
+    fn next_key(&mut self) -> TimeKey;
+    /// Records a webhook event in this transaction.
+    fn emit(&mut self, event: NewEvent) -> StoreResult<()>;
+    /// Records an edge change for live notifications after commit.
+    fn changed(&mut self, app: AppId, change: EdgeChange);
+}
+
+/// The primitives of a consistent read snapshot.
+pub trait ReadView {
+    /// The interned id of `user` in `app`, if imported.
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>>;
+    /// Whether edge `src → dst` exists.
+    fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool>;
+    /// Stored counters.
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
+    /// Up to `limit` entries of a list, newest first, strictly after `after`.
+    fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>>;
+}
+
+/// A unit of write work: runs inside the writer's transaction and returns what to do once the
+/// transaction's outcome is known (`Ok` = committed).
+pub type WriteJob = Box<dyn FnOnce(&mut dyn WriteTx) -> Completion + Send>;
+/// Called with the commit's outcome.
+pub type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A unit of read work on a snapshot.
+pub type ReadJob = Box<dyn FnOnce(&mut dyn ReadView) + Send>;
+
+/// A storage backend: it runs write jobs in durable, group-committed transactions and read jobs on
+/// consistent snapshots. Chosen once at start-up.
+pub trait Store: Send + Sync + 'static {
+    /// Queues a write job. A job whose closure reports a store failure rolls back its whole batch.
+    fn submit_write(&self, job: WriteJob) -> Result<(), StoreError>;
+    /// Runs a read job off the async runtime.
+    fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+}
+
+/// Runs `f` in a write transaction and resolves once it has committed (or failed).
+pub async fn write<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
+where
+    S: Store + ?Sized,
+    R: Send + 'static,
+    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: WriteJob = Box::new(move |wtx| {
+        let outcome = f(wtx);
+        Box::new(move |commit: Result<(), &StoreError>| {
+            let r = match commit {
+                Ok(()) => outcome,
+                Err(e) => Err(GraphError::Store(e.clone())),
+            };
+            let _ = tx.send(r);
+        })
+    });
+    store.submit_write(job)?;
+    rx.await.unwrap_or(Err(GraphError::Store(StoreError::Closed)))
+}
+
+/// Runs `f` on a read snapshot.
+pub async fn read<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
+where
+    S: Store + ?Sized,
+    R: Send + 'static,
+    F: FnOnce(&mut dyn ReadView) -> Result<R, GraphError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store
+        .submit_read(Box::new(move |view| {
+            let _ = tx.send(f(view));
+        }))
+        .await?;
+    rx.await.unwrap_or(Err(GraphError::Store(StoreError::Closed)))
+}

@@ -1,0 +1,244 @@
+//! Write rules: follow, unfollow, import, delete. Each function checks every request-level condition
+//! before it writes anything, so a refused request changes nothing.
+
+use followd_protocol::{code, CallbackCommand, UserId};
+use std::collections::HashMap;
+
+use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Subscriptions, Uid, WriteTx};
+
+/// The most targets one webhook event lists (the REST limit of one call).
+pub const MAX_EVENT_TARGETS: usize = 20;
+
+/// Per-app limits on the graph (decisions.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many users one user may follow (`32100`).
+    pub max_following: Option<i64>,
+    /// How many followers one user may have (`32101`); unlimited by default.
+    pub max_followers: Option<i64>,
+    /// How many mutual follows one user may have (`32102`/`32103`); unlimited by default.
+    pub max_mutual: Option<i64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_following: Some(5000), max_followers: None, max_mutual: None }
+    }
+}
+
+/// Everything a write needs to know about its app and caller.
+#[derive(Debug, Clone)]
+pub struct WriteContext {
+    /// The app.
+    pub app: AppId,
+    /// Its limits.
+    pub limits: Limits,
+    /// Which webhooks it wants right now.
+    pub subscriptions: Subscriptions,
+    /// Who is calling.
+    pub origin: Origin,
+}
+
+/// The outcome for one target of a batch call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult {
+    /// The target.
+    pub user: UserId,
+    /// `0` or a Tencent error code.
+    pub code: u32,
+    /// Empty on success.
+    pub info: &'static str,
+}
+
+impl ItemResult {
+    fn ok(user: &UserId) -> Self {
+        ItemResult { user: user.clone(), code: code::OK, info: "" }
+    }
+    fn err(user: &UserId, code: u32, info: &'static str) -> Self {
+        ItemResult { user: user.clone(), code, info }
+    }
+}
+
+/// Removes repeated targets, keeping the first occurrence's position.
+pub fn distinct(targets: &[UserId]) -> Vec<UserId> {
+    let mut seen = std::collections::HashSet::with_capacity(targets.len());
+    targets.iter().filter(|t| seen.insert(*t)).cloned().collect()
+}
+
+fn require(tx: &mut dyn WriteTx, app: AppId, user: &UserId) -> Result<Uid, GraphError> {
+    tx.lookup(app, user)?.ok_or_else(|| GraphError::NoSuchAccount(user.clone()))
+}
+
+fn delta(followers: i64, following: i64, mutual: i64) -> Counts {
+    Counts { followers, following, mutual }
+}
+
+fn over(limit: Option<i64>, current: i64) -> bool {
+    limit.is_some_and(|l| current >= l)
+}
+
+/// `follow_add`: `from` follows each target. One result per distinct target, in request order.
+pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
+    let src = require(tx, cx.app, from)?;
+    let mut results = Vec::with_capacity(targets.len());
+    let mut added = Vec::new();
+    for target in distinct(targets) {
+        let Some(dst) = tx.lookup(cx.app, &target)? else {
+            results.push(ItemResult::err(&target, code::FOLLOW_ACCOUNT_NOT_FOUND, "To_Account does not exist"));
+            continue;
+        };
+        if dst == src {
+            results.push(ItemResult::err(&target, code::FOLLOW_INVALID_PARAM, "a user cannot follow itself"));
+            continue;
+        }
+        if tx.edge(src, dst)?.is_some() {
+            results.push(ItemResult::ok(&target));
+            continue;
+        }
+        let (from_counts, to_counts) = (tx.counts(src)?, tx.counts(dst)?);
+        if over(cx.limits.max_following, from_counts.following) {
+            results.push(ItemResult::err(&target, code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
+            continue;
+        }
+        if over(cx.limits.max_followers, to_counts.followers) {
+            results.push(ItemResult::err(&target, code::FOLLOWER_LIMIT, "To_Account has the maximum number of followers"));
+            continue;
+        }
+        let back = tx.edge(dst, src)?;
+        if back.is_some() {
+            if over(cx.limits.max_mutual, from_counts.mutual) {
+                results.push(ItemResult::err(&target, code::FROM_MUTUAL_LIMIT, "From_Account has the maximum number of mutual follows"));
+                continue;
+            }
+            if over(cx.limits.max_mutual, to_counts.mutual) {
+                results.push(ItemResult::err(&target, code::TO_MUTUAL_LIMIT, "To_Account has the maximum number of mutual follows"));
+                continue;
+            }
+        }
+        let key = tx.next_key();
+        tx.insert_edge(src, dst, key)?;
+        let m = i64::from(back.is_some());
+        if back.is_some() {
+            tx.insert_mutual(src, dst, key)?;
+        }
+        tx.add_counts(src, delta(0, 1, m))?;
+        tx.add_counts(dst, delta(1, 0, m))?;
+        tx.changed(cx.app, EdgeChange { from: from.clone(), to: target.clone(), added: true, mutual: back.is_some() });
+        added.push(target.clone());
+        results.push(ItemResult::ok(&target));
+    }
+    emit_chunks(tx, cx, CallbackCommand::FollowAdd, from, added)?;
+    Ok(results)
+}
+
+/// Removes edge `src → dst` with its mutual record and counters; `false` when there was none.
+fn remove_edge(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid) -> Result<bool, GraphError> {
+    let Some(key) = tx.edge(src, dst)? else {
+        return Ok(false);
+    };
+    let back = tx.edge(dst, src)?;
+    tx.delete_edge(src, dst)?;
+    let m = i64::from(back.is_some());
+    if let Some(back_key) = back {
+        tx.delete_mutual(src, dst, key.max(back_key))?;
+    }
+    tx.add_counts(src, delta(0, -1, -m))?;
+    tx.add_counts(dst, delta(-1, 0, -m))?;
+    let (from, to) = (tx.user_id(src)?, tx.user_id(dst)?);
+    tx.changed(app, EdgeChange { from, to, added: false, mutual: back.is_some() });
+    Ok(true)
+}
+
+/// `follow_delete`: `from` unfollows each target. Unfollowing someone not followed succeeds and
+/// changes nothing.
+pub fn follow_delete(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
+    let src = require(tx, cx.app, from)?;
+    let mut results = Vec::with_capacity(targets.len());
+    let mut removed = Vec::new();
+    for target in distinct(targets) {
+        let Some(dst) = tx.lookup(cx.app, &target)? else {
+            results.push(ItemResult::err(&target, code::FOLLOW_ACCOUNT_NOT_FOUND, "To_Account does not exist"));
+            continue;
+        };
+        if remove_edge(tx, cx.app, src, dst)? {
+            removed.push(target.clone());
+        }
+        results.push(ItemResult::ok(&target));
+    }
+    emit_chunks(tx, cx, CallbackCommand::FollowDelete, from, removed)?;
+    Ok(results)
+}
+
+fn emit_chunks(
+    tx: &mut dyn WriteTx,
+    cx: &WriteContext,
+    command: CallbackCommand,
+    from: &UserId,
+    targets: Vec<UserId>,
+) -> Result<(), GraphError> {
+    if !cx.subscriptions.wants(command) {
+        return Ok(());
+    }
+    for chunk in targets.chunks(MAX_EVENT_TARGETS) {
+        tx.emit(NewEvent { app: cx.app, command, from: from.clone(), targets: chunk.to_vec(), origin: cx.origin.clone() })?;
+    }
+    Ok(())
+}
+
+/// An account to import, with optional profile fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// The UserID.
+    pub user: UserId,
+    /// `Nick`.
+    pub nick: Option<String>,
+    /// `FaceUrl`.
+    pub face_url: Option<String>,
+}
+
+/// `account_import` / `multiaccount_import`: imports each account; an existing one keeps its edges and
+/// gets the new profile fields. Returns whether each was newly created.
+pub fn import_accounts(tx: &mut dyn WriteTx, app: AppId, accounts: &[NewAccount]) -> Result<Vec<bool>, GraphError> {
+    accounts.iter().map(|a| Ok(tx.upsert_account(app, &a.user, a.nick.as_deref(), a.face_url.as_deref())?.1)).collect()
+}
+
+/// `account_delete`: removes each account and every edge touching it, fixes every counter, and owes a
+/// `Follow.CallbackAfterFollowDelete` per removed edge, grouped by `From_Account`, at most 20 targets an
+/// event. An unknown account gets `70107`.
+pub fn delete_accounts(tx: &mut dyn WriteTx, cx: &WriteContext, users: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
+    let mut results = Vec::with_capacity(users.len());
+    // From_Account -> targets, in the order the edges were met.
+    let mut groups: Vec<(UserId, Vec<UserId>)> = Vec::new();
+    let mut index: HashMap<UserId, usize> = HashMap::new();
+    for user in distinct(users) {
+        let Some(uid) = tx.lookup(cx.app, &user)? else {
+            results.push(ItemResult::err(&user, code::ACCOUNT_NOT_FOUND, "account does not exist"));
+            continue;
+        };
+        let mut removed: Vec<(Uid, Uid)> = Vec::new();
+        for (dst, _) in tx.out_edges(uid)? {
+            if remove_edge(tx, cx.app, uid, dst)? {
+                removed.push((uid, dst));
+            }
+        }
+        for (src, _) in tx.in_edges(uid)? {
+            if remove_edge(tx, cx.app, src, uid)? {
+                removed.push((src, uid));
+            }
+        }
+        for (src, dst) in removed {
+            let (from, to) = (tx.user_id(src)?, tx.user_id(dst)?);
+            let i = *index.entry(from.clone()).or_insert_with(|| {
+                groups.push((from, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(to);
+        }
+        tx.delete_account(uid)?;
+        results.push(ItemResult::ok(&user));
+    }
+    for (from, targets) in groups {
+        emit_chunks(tx, cx, CallbackCommand::FollowDelete, &from, targets)?;
+    }
+    Ok(results)
+}

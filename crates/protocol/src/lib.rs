@@ -1,0 +1,15 @@
+//! The wire contract of Tencent Cloud Chat's Follow feature, and nothing else.
+//!
+//! This crate knows the shapes and numbers that cross the wire: error codes, the response
+//! envelope, UserIDs, the UserSig ticket format (TLSSigAPIv2), the webhook `Sign`, the
+//! Standard Webhooks signature and the exact webhook request bodies. It does no I/O, so the
+//! server, the benchmark and the receiver library all share one definition of each.
+
+pub mod code;
+pub mod ids;
+pub mod sign;
+pub mod usersig;
+pub mod webhook;
+
+pub use ids::{CallbackCommand, InvalidUserId, OptPlatform, UserId};
+pub use usersig::{Ticket, UserSigError};

@@ -1,0 +1,598 @@
+//! The embedded SQLite store.
+//!
+//! Schema (every UserID interned to an integer `accounts.id`):
+//! - `accounts`: one row per imported user, with its profile and its three counters;
+//! - `edges(src, dst, t)` keyed by `(src, dst)`, plus the indexes `(src, t, dst)` and `(dst, t, src)`:
+//!   each edge is stored in both orders, so the check and both lists are index lookups;
+//! - `mutual(a, t, b)`: both directions of every mutual pair, ordered by the later follow;
+//! - `events`: the webhook outbox, written in the same transaction as the change that owes it.
+//!
+//! Durability: WAL with `synchronous = NORMAL` by default. A commit has reached the OS before the
+//! writer answers, so killing the process loses nothing acknowledged; `synchronous = FULL`
+//! (`Durability::Fsync`) also survives power loss, at the cost of an fsync per batch.
+
+use followd_graph::{
+    AppId, Completion, Counts, Cursor, EdgeChange, ListEntry, ListKind, NewEvent, Profile, ReadJob, ReadView, Store, StoreError,
+    StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+};
+use followd_protocol::{webhook, UserId};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, Notify};
+
+/// The most write jobs one transaction takes.
+const MAX_BATCH: usize = 2048;
+/// The writer's UserID cache is dropped when it grows past this many entries.
+const MAX_CACHED_IDS: usize = 200_000;
+/// How many idle reader connections are kept.
+const MAX_IDLE_READERS: usize = 16;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS accounts (
+    id          INTEGER PRIMARY KEY,
+    app         INTEGER NOT NULL,
+    user_id     TEXT    NOT NULL,
+    nick        TEXT,
+    face_url    TEXT,
+    profile_seq INTEGER NOT NULL DEFAULT 0,
+    followers   INTEGER NOT NULL DEFAULT 0,
+    following   INTEGER NOT NULL DEFAULT 0,
+    mutual      INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_by_name ON accounts(app, user_id);
+CREATE TABLE IF NOT EXISTS edges (
+    src INTEGER NOT NULL,
+    dst INTEGER NOT NULL,
+    t   INTEGER NOT NULL,
+    PRIMARY KEY (src, dst)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_out ON edges(src, t);
+CREATE INDEX IF NOT EXISTS edges_in ON edges(dst, t);
+CREATE TABLE IF NOT EXISTS mutual (
+    a INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    b INTEGER NOT NULL,
+    PRIMARY KEY (a, t, b)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,
+    app          INTEGER NOT NULL,
+    command      TEXT    NOT NULL,
+    from_account TEXT    NOT NULL,
+    body         TEXT    NOT NULL,
+    client_ip    TEXT    NOT NULL,
+    platform     TEXT    NOT NULL,
+    created_ms   INTEGER NOT NULL
+);
+"#;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: survives a killed process (the default).
+    #[default]
+    Process,
+    /// `synchronous = FULL`: also survives power loss.
+    Fsync,
+}
+
+/// What the store tells the rest of the server after each commit.
+#[derive(Clone)]
+pub struct CommitHooks {
+    /// Woken when a commit wrote webhook events.
+    pub events: Arc<Notify>,
+    /// Every committed edge change, per app (only collected while someone listens).
+    pub changes: broadcast::Sender<Arc<Vec<(AppId, EdgeChange)>>>,
+}
+
+impl Default for CommitHooks {
+    fn default() -> Self {
+        CommitHooks { events: Arc::new(Notify::new()), changes: broadcast::channel(1024).0 }
+    }
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::UnboundedSender<WriteJob>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReadPool>,
+    hooks: CommitHooks,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::database(e)
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database `followd.db` in `dir` and starts the writer.
+    pub fn open(dir: &Path, durability: Durability, hooks: CommitHooks) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(StoreError::database)?;
+        let path = dir.join("followd.db");
+        let conn = Connection::open(&path).map_err(db_err)?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::Fsync => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let last_key: Option<i64> = conn.query_row("SELECT max(t) FROM edges", [], |r| r.get(0)).map_err(db_err)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer_hooks = hooks.clone();
+        let writer = std::thread::Builder::new()
+            .name("followd-writer".into())
+            .spawn(move || {
+                Writer { conn, ids: HashMap::new(), names: HashMap::new(), last_key: last_key.unwrap_or(0), hooks: writer_hooks }.run(rx)
+            })
+            .map_err(StoreError::database)?;
+        Ok(SqliteStore {
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
+            hooks,
+        })
+    }
+
+    /// The hooks this store fires after each commit.
+    pub fn hooks(&self) -> &CommitHooks {
+        &self.hooks
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.readers.path
+    }
+
+    /// Stops taking writes, lets the writer commit everything queued, and waits for it.
+    pub fn close(&self) {
+        self.jobs.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
+
+    /// Runs a closure on a reader connection (for tools and tests that need raw SQL).
+    pub fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> R) -> StoreResult<R> {
+        let conn = self.readers.take()?;
+        let r = f(&conn);
+        self.readers.put(conn);
+        Ok(r)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for SqliteStore {
+    fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
+        match &*self.jobs.lock() {
+            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        let pool = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = pool.take()?;
+                conn.execute_batch("BEGIN").map_err(db_err)?;
+                let mut view = SqliteReadView { conn: &conn, failed: None };
+                job(&mut view);
+                let failed = view.failed.take();
+                let _ = conn.execute_batch("COMMIT");
+                pool.put(conn);
+                failed.map_or(Ok(()), Err)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(c) = self.idle.lock().pop() {
+            return Ok(c);
+        }
+        let c =
+            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db_err)?;
+        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;").map_err(db_err)?;
+        c.set_prepared_statement_cache_capacity(32);
+        Ok(c)
+    }
+
+    fn put(&self, c: Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(c);
+        }
+    }
+}
+
+/// The single writer: owns the write connection and the caches that only it may change.
+struct Writer {
+    conn: Connection,
+    /// (app, UserID) → id; valid across batches because only this thread writes.
+    ids: HashMap<(AppId, UserId), Uid>,
+    names: HashMap<Uid, UserId>,
+    last_key: TimeKey,
+    hooks: CommitHooks,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteJob>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::with_capacity(64);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+        tracing::debug!("writer stopped");
+    }
+
+    fn run_batch(&mut self, batch: Vec<WriteJob>) {
+        if self.ids.len() > MAX_CACHED_IDS {
+            self.ids.clear();
+            self.names.clear();
+        }
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = db_err(e);
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            let mut tx = self.tx();
+            tx.failed = Some(e.clone());
+            let done: Vec<Completion> = batch.into_iter().map(|j| j(&mut tx)).collect();
+            done.into_iter().for_each(|c| c(Err(&e)));
+            return;
+        }
+        let listening = self.hooks.changes.receiver_count() > 0;
+        let mut tx = self.tx();
+        tx.collect_changes = listening;
+        let done: Vec<Completion> = batch.into_iter().map(|j| j(&mut tx)).collect();
+        let outcome = tx.finish();
+        let (events, changes) = (tx.events, std::mem::take(&mut tx.changes));
+        let outcome = outcome.and_then(|()| self.conn.execute_batch("COMMIT").map_err(db_err));
+        match outcome {
+            Ok(()) => {
+                done.into_iter().for_each(|c| c(Ok(())));
+                if events > 0 {
+                    self.hooks.events.notify_waiters();
+                    self.hooks.events.notify_one();
+                }
+                if !changes.is_empty() {
+                    let _ = self.hooks.changes.send(Arc::new(changes));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write batch rolled back");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // Caches may hold rows of the rolled-back batch.
+                self.ids.clear();
+                self.names.clear();
+                done.into_iter().for_each(|c| c(Err(&e)));
+            }
+        }
+    }
+
+    fn tx(&mut self) -> SqliteWriteTx<'_> {
+        SqliteWriteTx {
+            conn: &self.conn,
+            ids: &mut self.ids,
+            names: &mut self.names,
+            last_key: &mut self.last_key,
+            counts: HashMap::new(),
+            now_ms: (now_micros() / 1000) as u64,
+            failed: None,
+            events: 0,
+            collect_changes: false,
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// One batch's transaction as the graph rules see it.
+struct SqliteWriteTx<'w> {
+    conn: &'w Connection,
+    ids: &'w mut HashMap<(AppId, UserId), Uid>,
+    names: &'w mut HashMap<Uid, UserId>,
+    last_key: &'w mut TimeKey,
+    /// id → (stored counts, delta of this batch)
+    counts: HashMap<Uid, (Counts, Counts)>,
+    now_ms: u64,
+    /// The first database failure; once set, every later step fails and the batch rolls back.
+    failed: Option<StoreError>,
+    events: usize,
+    collect_changes: bool,
+    changes: Vec<(AppId, EdgeChange)>,
+}
+
+impl SqliteWriteTx<'_> {
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Self) -> rusqlite::Result<T>) -> StoreResult<T> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        f(self).map_err(|e| {
+            let e = db_err(e);
+            self.failed = Some(e.clone());
+            e
+        })
+    }
+
+    /// Writes the counter deltas; called once before commit.
+    fn finish(&mut self) -> StoreResult<()> {
+        let counts = std::mem::take(&mut self.counts);
+        self.guard(|tx| {
+            let mut st = tx.conn.prepare_cached(
+                "UPDATE accounts SET followers = followers + ?2, following = following + ?3, mutual = mutual + ?4 WHERE id = ?1",
+            )?;
+            for (uid, (_, d)) in counts {
+                if d != Counts::default() {
+                    st.execute(params![uid, d.followers, d.following, d.mutual])?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl WriteTx for SqliteWriteTx<'_> {
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
+        if let Some(&id) = self.ids.get(&(app, user.clone())) {
+            return Ok(Some(id));
+        }
+        let found = self.guard(|tx| {
+            tx.conn
+                .prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .query_row(params![app as i64, user.as_str()], |r| r.get::<_, i64>(0))
+                .optional()
+        })?;
+        if let Some(id) = found {
+            self.ids.insert((app, user.clone()), id);
+            self.names.insert(id, user.clone());
+        }
+        Ok(found)
+    }
+
+    fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
+        if let Some(u) = self.names.get(&uid) {
+            return Ok(u.clone());
+        }
+        let name: String =
+            self.guard(|tx| tx.conn.prepare_cached("SELECT user_id FROM accounts WHERE id = ?1")?.query_row([uid], |r| r.get(0)))?;
+        let user = UserId::parse(&name).map_err(StoreError::database)?;
+        self.names.insert(uid, user.clone());
+        Ok(user)
+    }
+
+    fn upsert_account(&mut self, app: AppId, user: &UserId, nick: Option<&str>, face_url: Option<&str>) -> StoreResult<(Uid, bool)> {
+        let existing = self.guard(|tx| {
+            tx.conn
+                .prepare_cached("SELECT id, nick, face_url FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .query_row(params![app as i64, user.as_str()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                })
+                .optional()
+        })?;
+        let (id, created) = match existing {
+            None => {
+                let id = self.guard(|tx| {
+                    tx.conn
+                        .prepare_cached("INSERT INTO accounts(app, user_id, nick, face_url) VALUES (?1, ?2, ?3, ?4)")?
+                        .execute(params![app as i64, user.as_str(), nick, face_url])?;
+                    Ok(tx.conn.last_insert_rowid())
+                })?;
+                (id, true)
+            }
+            Some((id, old_nick, old_face)) => {
+                let nick_changed = nick.is_some() && nick != old_nick.as_deref();
+                let face_changed = face_url.is_some() && face_url != old_face.as_deref();
+                if nick_changed || face_changed {
+                    self.guard(|tx| {
+                        tx.conn
+                            .prepare_cached(
+                                "UPDATE accounts SET nick = coalesce(?2, nick), face_url = coalesce(?3, face_url), profile_seq = profile_seq + 1 WHERE id = ?1",
+                            )?
+                            .execute(params![id, nick, face_url])
+                    })?;
+                }
+                (id, false)
+            }
+        };
+        self.ids.insert((app, user.clone()), id);
+        self.names.insert(id, user.clone());
+        Ok((id, created))
+    }
+
+    fn delete_account(&mut self, uid: Uid) -> StoreResult<()> {
+        self.guard(|tx| tx.conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([uid]))?;
+        self.counts.remove(&uid);
+        self.ids.retain(|_, v| *v != uid);
+        self.names.remove(&uid);
+        Ok(())
+    }
+
+    fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>> {
+        self.guard(|tx| {
+            tx.conn.prepare_cached("SELECT t FROM edges WHERE src = ?1 AND dst = ?2")?.query_row([src, dst], |r| r.get(0)).optional()
+        })
+    }
+
+    fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
+        self.guard(|tx| tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(drop))
+    }
+
+    fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
+        self.guard(|tx| tx.conn.prepare_cached("DELETE FROM edges WHERE src = ?1 AND dst = ?2")?.execute([src, dst]).map(drop))
+    }
+
+    fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()> {
+        self.guard(|tx| {
+            let mut st = tx.conn.prepare_cached("INSERT INTO mutual(a, t, b) VALUES (?1, ?2, ?3)")?;
+            st.execute([a, key, b])?;
+            st.execute([b, key, a]).map(drop)
+        })
+    }
+
+    fn delete_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()> {
+        self.guard(|tx| {
+            let mut st = tx.conn.prepare_cached("DELETE FROM mutual WHERE a = ?1 AND t = ?2 AND b = ?3")?;
+            st.execute([a, key, b])?;
+            st.execute([b, key, a]).map(drop)
+        })
+    }
+
+    fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        self.guard(|tx| {
+            tx.conn.prepare_cached("SELECT dst, t FROM edges WHERE src = ?1")?.query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })
+    }
+
+    fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        self.guard(|tx| {
+            tx.conn.prepare_cached("SELECT src, t FROM edges WHERE dst = ?1")?.query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })
+    }
+
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
+        if let Some((base, d)) = self.counts.get(&uid) {
+            return Ok(Counts {
+                followers: base.followers + d.followers,
+                following: base.following + d.following,
+                mutual: base.mutual + d.mutual,
+            });
+        }
+        let base = self.guard(|tx| read_counts(tx.conn, uid))?;
+        self.counts.insert(uid, (base, Counts::default()));
+        Ok(base)
+    }
+
+    fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()> {
+        self.counts(uid)?;
+        let (_, d) = self.counts.get_mut(&uid).expect("loaded above");
+        d.followers += delta.followers;
+        d.following += delta.following;
+        d.mutual += delta.mutual;
+        Ok(())
+    }
+
+    fn next_key(&mut self) -> TimeKey {
+        *self.last_key = now_micros().max(*self.last_key + 1);
+        *self.last_key
+    }
+
+    fn emit(&mut self, ev: NewEvent) -> StoreResult<()> {
+        let body = webhook::body(ev.command, ev.from.as_str(), &ev.targets, self.now_ms);
+        let now_ms = self.now_ms as i64;
+        self.guard(|tx| {
+            tx.conn
+                .prepare_cached("INSERT INTO events(app, command, from_account, body, client_ip, platform, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![ev.app as i64, ev.command.as_str(), ev.from.as_str(), body, ev.origin.client_ip, ev.origin.platform.as_str(), now_ms])
+                .map(drop)
+        })?;
+        self.events += 1;
+        Ok(())
+    }
+
+    fn changed(&mut self, app: AppId, change: EdgeChange) {
+        if self.collect_changes {
+            self.changes.push((app, change));
+        }
+    }
+}
+
+fn read_counts(conn: &Connection, uid: Uid) -> rusqlite::Result<Counts> {
+    conn.prepare_cached("SELECT followers, following, mutual FROM accounts WHERE id = ?1")?
+        .query_row([uid], |r| Ok(Counts { followers: r.get(0)?, following: r.get(1)?, mutual: r.get(2)? }))
+}
+
+struct SqliteReadView<'c> {
+    conn: &'c Connection,
+    failed: Option<StoreError>,
+}
+
+impl SqliteReadView<'_> {
+    fn guard<T>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        f(self.conn).map_err(|e| {
+            let e = db_err(e);
+            self.failed.get_or_insert(e.clone());
+            e
+        })
+    }
+}
+
+/// The list queries: keyset pages, newest first, `(t, other)` strictly below the cursor.
+const LIST_FOLLOWERS: &str = "SELECT e.src, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e INDEXED BY edges_in \
+     JOIN accounts a ON a.id = e.src WHERE e.dst = ?1 AND (e.t, e.src) < (?2, ?3) ORDER BY e.t DESC, e.src DESC LIMIT ?4";
+const LIST_FOLLOWING: &str = "SELECT e.dst, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e INDEXED BY edges_out \
+     JOIN accounts a ON a.id = e.dst WHERE e.src = ?1 AND (e.t, e.dst) < (?2, ?3) ORDER BY e.t DESC, e.dst DESC LIMIT ?4";
+const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM mutual m \
+     JOIN accounts a ON a.id = m.b WHERE m.a = ?1 AND (m.t, m.b) < (?2, ?3) ORDER BY m.t DESC, m.b DESC LIMIT ?4";
+
+impl ReadView for SqliteReadView<'_> {
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
+        self.guard(|c| {
+            c.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .query_row(params![app as i64, user.as_str()], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool> {
+        self.guard(|c| c.prepare_cached("SELECT 1 FROM edges WHERE src = ?1 AND dst = ?2")?.exists([src, dst]))
+    }
+
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
+        self.guard(|c| read_counts(c, uid))
+    }
+
+    fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>> {
+        let sql = match kind {
+            ListKind::Followers => LIST_FOLLOWERS,
+            ListKind::Following => LIST_FOLLOWING,
+            ListKind::Mutual => LIST_MUTUAL,
+        };
+        let (key, other) = after.map_or((i64::MAX, i64::MAX), |c| (c.key, c.uid));
+        self.guard(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            let rows = st.query_map(params![uid, key, other, limit as i64], |r| {
+                let name: String = r.get(2)?;
+                Ok(ListEntry {
+                    uid: r.get(0)?,
+                    key: r.get(1)?,
+                    user: UserId::parse(&name)
+                        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+                    profile: Profile { nick: r.get(3)?, face_url: r.get(4)?, sequence: r.get(5)? },
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
