@@ -80,10 +80,7 @@ struct Envelope<'a, T: Serialize> {
 /// An API answer: HTTP 200 with the documented JSON envelope.
 pub fn envelope<T: Serialize>(family: Family, request_id: &str, result: Result<T, ApiError>) -> Response {
     let display = (family == Family::Follow).then_some("");
-    let env = match &result {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    };
+    let env = result.as_ref().err();
     let body = Envelope {
         data: result.as_ref().ok(),
         action_status: if env.is_none() { "OK" } else { "FAIL" },

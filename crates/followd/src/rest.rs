@@ -339,8 +339,7 @@ pub fn parse_follow_get(body: &Body, max_want: u64) -> Result<(UserId, ListKind,
     let kind = body.opt_u64("FollowType")?.ok_or_else(|| invalid("FollowType is required (1 fans, 2 following, 3 mutual)".into()))?;
     let kind =
         ListKind::from_wire(kind).ok_or_else(|| invalid(format!("FollowType {kind} is not 1 (fans), 2 (following) or 3 (mutual)")))?;
-    let cursor = Cursor::decode(body.opt_str("StartCursor")?.unwrap_or(""))
-        .map_err(|()| invalid("StartCursor is not a cursor this server returned".into()))?;
+    let cursor = Cursor::decode(body.opt_str("StartCursor")?.unwrap_or("")).map_err(|e| invalid(e.to_string()))?;
     let want = match body.opt_u64("WantNum")? {
         None | Some(0) => DEFAULT_WANT_NUM,
         Some(n) if n > max_want => return Err(invalid(format!("WantNum {n} is over the limit of {max_want}"))),

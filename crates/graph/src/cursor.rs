@@ -16,6 +16,11 @@ pub struct Cursor {
 
 const VERSION: u8 = 1;
 
+/// A `StartCursor` this server did not issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("StartCursor is not a cursor this server returned")]
+pub struct BadCursor;
+
 impl Cursor {
     /// Encodes the cursor as an opaque URL-safe string.
     pub fn encode(self) -> String {
@@ -27,16 +32,16 @@ impl Cursor {
     }
 
     /// Decodes a cursor made by [`Cursor::encode`]; `""` is the start (`None`).
-    pub fn decode(s: &str) -> Result<Option<Cursor>, ()> {
+    pub fn decode(s: &str) -> Result<Option<Cursor>, BadCursor> {
         if s.is_empty() {
             return Ok(None);
         }
-        let b = URL_SAFE_NO_PAD.decode(s).map_err(|_| ())?;
+        let b = URL_SAFE_NO_PAD.decode(s).map_err(|_| BadCursor)?;
         if b.len() != 17 || b[0] != VERSION {
-            return Err(());
+            return Err(BadCursor);
         }
-        let key = i64::from_be_bytes(b[1..9].try_into().map_err(|_| ())?);
-        let uid = i64::from_be_bytes(b[9..17].try_into().map_err(|_| ())?);
+        let key = i64::from_be_bytes(b[1..9].try_into().map_err(|_| BadCursor)?);
+        let uid = i64::from_be_bytes(b[9..17].try_into().map_err(|_| BadCursor)?);
         Ok(Some(Cursor { key, uid }))
     }
 }

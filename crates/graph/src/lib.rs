@@ -199,9 +199,9 @@ pub trait WriteTx {
     fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
     /// Removes the mutual record of `a` and `b` (both directions).
     fn delete_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
-    /// Every edge out of `uid`: `(dst, key)`.
+    /// Every edge out of `uid`: `(dst, key)`, oldest first.
     fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
-    /// Every edge into `uid`: `(src, key)`.
+    /// Every edge into `uid`: `(src, key)`, oldest first.
     fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
     /// Current counters (including this transaction's changes).
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;

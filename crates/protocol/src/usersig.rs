@@ -146,8 +146,8 @@ fn to_url_safe(b64: &str) -> String {
 /// The largest decompressed ticket accepted; real tickets are under 300 bytes.
 const MAX_TICKET_JSON: u64 = 4096;
 
-/// Decodes a UserSig into its fields without checking anything but its form.
-pub fn decode(usersig: &str) -> Result<Ticket, UserSigError> {
+/// The JSON text inside a UserSig: URL-safe base64 reversed, then zlib-inflated.
+pub fn ticket_json(usersig: &str) -> Result<Vec<u8>, UserSigError> {
     if usersig.is_empty() {
         return Err(UserSigError::Empty);
     }
@@ -169,6 +169,12 @@ pub fn decode(usersig: &str) -> Result<Ticket, UserSigError> {
     if json.len() as u64 > MAX_TICKET_JSON {
         return Err(UserSigError::Malformed("ticket too large"));
     }
+    Ok(json)
+}
+
+/// Decodes a UserSig into its fields without checking anything but its form.
+pub fn decode(usersig: &str) -> Result<Ticket, UserSigError> {
+    let json = ticket_json(usersig)?;
     let v: serde_json::Value = serde_json::from_slice(&json).map_err(|_| UserSigError::Malformed("not JSON"))?;
     let s = |k: &'static str| v.get(k).and_then(|x| x.as_str()).ok_or(UserSigError::Malformed(k));
     let n = |k: &'static str| v.get(k).and_then(|x| x.as_u64()).ok_or(UserSigError::Malformed(k));

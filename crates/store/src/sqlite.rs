@@ -471,13 +471,19 @@ impl WriteTx for SqliteWriteTx<'_> {
 
     fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
         self.guard(|tx| {
-            tx.conn.prepare_cached("SELECT dst, t FROM edges WHERE src = ?1")?.query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            tx.conn
+                .prepare_cached("SELECT dst, t FROM edges INDEXED BY edges_out WHERE src = ?1 ORDER BY t")?
+                .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 
     fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
         self.guard(|tx| {
-            tx.conn.prepare_cached("SELECT src, t FROM edges WHERE dst = ?1")?.query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            tx.conn
+                .prepare_cached("SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1 ORDER BY t")?
+                .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 

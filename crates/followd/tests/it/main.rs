@@ -1,0 +1,8 @@
+//! One integration test binary (one link step on a two-core machine): the real server on port 0 in a
+//! temp dir, driven over HTTP; the crash test drives the real binary; the model test drives the store.
+
+mod api;
+mod crash;
+mod errors;
+mod helpers;
+mod model;
