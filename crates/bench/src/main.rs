@@ -1,1 +1,458 @@
-fn main() {}
+//! `followd-bench`: loads a real followd server over HTTP on loopback and prints figures.
+//!
+//! Every throughput figure is printed beside a baseline measured in the same run with the same load
+//! generator: a trivial JSON echo server (`followd-bench echo`, a separate process on the same HTTP
+//! stack). The ratio is the figure that holds on a noisy machine; absolute numbers drift.
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const APP: u64 = 1400000000;
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const ADMIN: &str = "administrator";
+
+#[derive(Parser)]
+#[command(name = "followd-bench", about = "Benchmarks a real followd server over loopback HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// The followd binary (default: next to this one; build with `cargo build --release`).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Seconds per throughput phase.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Users in the throughput phases.
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+    /// Edges of the graph loaded for the storage figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    graph_edges: u64,
+    /// Followers of the account whose list latency is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    fans: u64,
+    /// Latency samples per page depth.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The baseline: a trivial JSON echo server (started by the benchmark itself).
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.cmd {
+        Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
+        None => rt.block_on(bench(cli)),
+    }
+}
+
+async fn echo_server(listen: String) -> anyhow::Result<()> {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/echo",
+        post(|body: bytes::Bytes| async move {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            ([("content-type", "application/json")], serde_json::to_vec(&v).unwrap())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    eprintln!("echo listening addr={}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+struct Child {
+    proc: tokio::process::Child,
+    addr: String,
+}
+
+async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Child> {
+    let mut proc = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("starting a child process")?;
+    let mut lines = BufReader::new(proc.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.context("child exited before listening")?;
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Child { proc, addr })
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Target {
+    http: reqwest::Client,
+    base: String,
+    query: String,
+}
+
+impl Target {
+    fn url(&self, api: &str) -> String {
+        format!("{}/v4/{api}?{}", self.base, self.query)
+    }
+
+    async fn call(&self, api: &str, body: &Value) -> anyhow::Result<Value> {
+        let r: Value = self.http.post(self.url(api)).body(body.to_string()).send().await?.json().await?;
+        if r["ActionStatus"] != "OK" {
+            bail!("{api} refused: {r}");
+        }
+        Ok(r)
+    }
+}
+
+/// The outcome of one load phase.
+#[derive(Clone, Copy)]
+struct Phase {
+    requests: u64,
+    units: u64,
+    secs: f64,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn ups(&self) -> f64 {
+        self.units as f64 / self.secs
+    }
+}
+
+/// Drives `conns` concurrent request loops for `dur` (or until `limit` requests); `make(i)` builds
+/// request i as (url, body); `units(resp)` counts what the response achieved.
+async fn drive(
+    http: &reqwest::Client,
+    conns: usize,
+    dur: Duration,
+    limit: u64,
+    make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync>,
+    units: fn(&Value) -> u64,
+) -> anyhow::Result<Phase> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (http, next, make) = (http.clone(), next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut reqs, mut done) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= limit {
+                    break;
+                }
+                let (url, body) = make(i);
+                let r: Value = http.post(url).body(body).send().await?.json().await?;
+                if r.get("ActionStatus").is_some_and(|s| s != "OK") {
+                    bail!("refused: {r}");
+                }
+                reqs += 1;
+                done += units(&r);
+            }
+            Ok::<_, anyhow::Error>((reqs, done))
+        }));
+    }
+    let (mut requests, mut total) = (0, 0);
+    for t in tasks {
+        let (r, u) = t.await??;
+        requests += r;
+        total += u;
+    }
+    Ok(Phase { requests, units: total, secs: start.elapsed().as_secs_f64() })
+}
+
+fn ok_items(r: &Value) -> u64 {
+    r["ResultItem"].as_array().map_or(0, |a| a.iter().filter(|i| i["ResultCode"] == 0).count() as u64)
+}
+
+fn one(_: &Value) -> u64 {
+    1
+}
+
+fn user(i: u64) -> String {
+    format!("u{i:07}")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn latency(t: &Target, api: &str, body: &Value, n: usize) -> anyhow::Result<(f64, f64)> {
+    let url = t.url(api);
+    let text = body.to_string();
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Instant::now();
+        let r: Value = t.http.post(&url).body(text.clone()).send().await?.json().await?;
+        ms.push(s.elapsed().as_secs_f64() * 1000.0);
+        if r.get("ActionStatus").is_some_and(|s| s != "OK") {
+            bail!("refused: {r}");
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+}
+
+async fn bench(cli: Cli) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let server_bin = cli.server.clone().unwrap_or_else(|| me.with_file_name("followd"));
+    if !server_bin.exists() {
+        bail!("{} not found: build it with `cargo build --release -p followd` or pass --server", server_bin.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("followd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmax_following = 0\n"
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new(&server_bin);
+    cmd.args(["serve", "--config"]).arg(&config).env("FOLLOWD_LOG", "warn,followd=info");
+    let mut server = spawn(cmd).await?;
+    let mut echo_cmd = tokio::process::Command::new(&me);
+    echo_cmd.arg("echo");
+    let echo = spawn(echo_cmd).await?;
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(cli.connections * 2).build()?;
+    let sig = followd_protocol::usersig::generate(KEY, APP, ADMIN, now(), 86400, None);
+    let t = Target {
+        http: http.clone(),
+        base: format!("http://{}", server.addr),
+        query: format!("sdkappid={APP}&identifier={ADMIN}&usersig={sig}&random=1&contenttype=json"),
+    };
+    let t = Arc::new(t);
+    let dur = Duration::from_secs(cli.seconds);
+    let conns = cli.connections;
+    eprintln!("followd {} (pid {:?}), echo {}, {} connections, {} s a phase", server.addr, server.proc.id(), echo.addr, conns, cli.seconds);
+
+    // Users for the throughput phases.
+    let u = cli.users;
+    import(&t, &http, conns, 0, 2 * u).await?;
+
+    // A graph of `graph_edges` edges among users u..2u (each follows `per_user` others spread over the
+    // id range), loaded through the API; the storage figures are read from it.
+    let per_user = cli.graph_edges.div_ceil(u);
+    let url = t.url("follow/follow_add");
+    let stride = (u / per_user.max(1)).max(1);
+    let graph_make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {
+        let (f, chunk) = (i % u, i / u);
+        let items: Vec<Value> = (chunk * 20..((chunk + 1) * 20).min(per_user))
+            .map(|k| json!({"To_Account": user(u + (f * 7919 + 1 + k * stride) % u)}))
+            .collect();
+        (url.clone(), json!({"From_Account": user(u + f), "FollowItem": items}).to_string())
+    });
+    let load_start = Instant::now();
+    let graph = drive(&http, conns, Duration::from_secs(24 * 3600), u * per_user.div_ceil(20), graph_make, ok_items).await?;
+    eprintln!("loaded a graph of {} edges in {:.1} s", graph.units, load_start.elapsed().as_secs_f64());
+    let (g_edges, g_live, g_edge_bytes, _) = storage(&dir.path().join("data"))?;
+
+    // The list-latency account: `fans` followers, loaded through the API.
+    let load_start = Instant::now();
+    let fan0 = 2 * u;
+    import(&t, &http, conns, fan0, fan0 + cli.fans + 1).await?;
+    let star = user(fan0 + cli.fans);
+    let url = t.url("follow/follow_add");
+    let star2 = star.clone();
+    let fan_make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> =
+        Arc::new(move |i| (url.clone(), json!({"From_Account": user(fan0 + i), "FollowItem": [{"To_Account": star2}]}).to_string()));
+    let fans = drive(&http, conns, Duration::from_secs(24 * 3600), cli.fans, fan_make, ok_items).await?;
+    eprintln!("loaded {} followers in {:.1} s", fans.units, load_start.elapsed().as_secs_f64());
+
+    // Cursors at the first, middle and last page, found by walking the list.
+    let mut cursors = vec![("first", String::new())];
+    let mut cursor = String::new();
+    let mut depth = 0u64;
+    let mid = cli.fans / 2;
+    let last = cli.fans.saturating_sub(100);
+    while depth < last {
+        let want = (last - depth).min(1000).min(if depth < mid { mid - depth } else { u64::MAX }).max(1);
+        let r =
+            t.call("follow/follow_get", &json!({"From_Account": star, "FollowType": 1, "StartCursor": cursor, "WantNum": want})).await?;
+        depth += r["FollowItem"].as_array().map_or(0, |a| a.len() as u64);
+        cursor = r["NextCursor"].as_str().unwrap_or("").to_owned();
+        if depth == mid {
+            cursors.push(("middle", cursor.clone()));
+        }
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    cursors.push(("last", cursor));
+    let mut lat = Vec::new();
+    for (name, c) in &cursors {
+        let body = json!({"From_Account": star, "FollowType": 1, "StartCursor": c, "WantNum": 100});
+        let (p50, p99) = latency(&t, "follow/follow_get", &body, cli.samples).await?;
+        eprintln!("follow_get {name} page: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        lat.push((*name, p50, p99));
+    }
+    let echo_body = json!({"From_Account": star, "FollowType": 1, "StartCursor": "", "WantNum": 100});
+    let echo_t = Target { http: http.clone(), base: format!("http://{}", echo.addr), query: String::new() };
+    let url = format!("{}/echo", echo_t.base);
+    let mut ms = Vec::new();
+    for _ in 0..cli.samples {
+        let s = Instant::now();
+        http.post(&url).body(echo_body.to_string()).send().await?.bytes().await?;
+        ms.push(s.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let (echo_p50, echo_p99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
+    // Storage right after loading, before the throughput phases churn the files.
+    let (edges, live_bytes, edge_bytes, account_bytes) = storage(&dir.path().join("data"))?;
+
+    let echo_url = format!("http://{}/echo", echo.addr);
+    let echo_make = |url: String| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
+        Arc::new(move |i| {
+            (url.clone(), json!({"From_Account": user(i % 1000), "FollowItem": [{"To_Account": user(i % 1000 + 1)}]}).to_string())
+        })
+    };
+    let echo1 = drive(&http, conns, dur, u64::MAX, echo_make(echo_url.clone()), one).await?;
+    eprintln!("echo: {:.0} req/s", echo1.rps());
+
+    let add_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
+        let t = t.clone();
+        let url = t.url("follow/follow_add");
+        Arc::new(move |i| {
+            let (f, round) = (i % u, i / u);
+            let items: Vec<Value> = (0..per).map(|j| json!({"To_Account": user((f + 1 + round * per + j) % u)})).collect();
+            (url.clone(), json!({"From_Account": user(f), "FollowItem": items}).to_string())
+        })
+    };
+    let del_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
+        let url = t.url("follow/follow_delete");
+        Arc::new(move |i| {
+            let (f, round) = (i % u, i / u);
+            let to: Vec<String> = (0..per).map(|j| user((f + 1 + round * per + j) % u)).collect();
+            (url.clone(), json!({"From_Account": user(f), "To_Account": to}).to_string())
+        })
+    };
+    let add20 = drive(&http, conns, dur, u64::MAX, add_make(20), ok_items).await?;
+    eprintln!("follow_add x20: {:.0} edges/s ({:.0} req/s)", add20.ups(), add20.rps());
+    let del20 = drive(&http, conns, Duration::from_secs(3600), add20.requests, del_make(20), ok_items).await?;
+    eprintln!("follow_delete x20: {:.0} edges/s", del20.ups());
+    let add1 = drive(&http, conns, dur, u64::MAX, add_make(1), ok_items).await?;
+    eprintln!("follow_add x1: {:.0} edges/s", add1.ups());
+    let del1 = drive(&http, conns, Duration::from_secs(3600), add1.requests, del_make(1), ok_items).await?;
+    eprintln!("follow_delete x1: {:.0} edges/s", del1.ups());
+    let echo2 = drive(&http, conns, dur, u64::MAX, echo_make(echo_url.clone()), one).await?;
+    let echo_rps = (echo1.rps() + echo2.rps()) / 2.0;
+    eprintln!("echo again: {:.0} req/s", echo2.rps());
+
+    let rss = server.proc.id().and_then(peak_rss_kib).unwrap_or(0);
+    // Stop gracefully so the WAL is checkpointed, then measure the files.
+    if let Some(pid) = server.proc.id() {
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    }
+    server.proc.wait().await?;
+
+    println!();
+    println!("| figure | value | baseline (same run) | ratio |");
+    println!("|---|---|---|---|");
+    println!("| echo endpoint | {echo_rps:.0} req/s | | |");
+    for (name, p) in [("follow_add, 20 targets/call", add20), ("follow_delete, 20 targets/call", del20)] {
+        println!(
+            "| {name} | {:.0} edges/s ({:.0} calls/s) | echo {echo_rps:.0} req/s | {:.2} edges per echo request |",
+            p.ups(),
+            p.rps(),
+            p.ups() / echo_rps
+        );
+    }
+    for (name, p) in [("follow_add, 1 target/call", add1), ("follow_delete, 1 target/call", del1)] {
+        println!("| {name} | {:.0} calls/s | echo {echo_rps:.0} req/s | {:.2} of echo |", p.rps(), p.rps() / echo_rps);
+    }
+    for (name, p50, p99) in &lat {
+        println!("| follow_get WantNum 100, {name} page of {} followers | p50 {p50:.2} ms, p99 {p99:.2} ms | echo p50 {echo_p50:.2} ms, p99 {echo_p99:.2} ms | p99 {:.1}x echo |", cli.fans, p99 / echo_p99);
+    }
+    let accounts = 2 * u + cli.fans + 1;
+    println!("| graph of {g_edges} edges among {u} users: whole database per edge | {:.1} B | | |", g_live as f64 / g_edges.max(1) as f64);
+    println!(
+        "| same graph: edge structures per edge (both orderings + mutual) | {:.1} B | | |",
+        g_edge_bytes as f64 / g_edges.max(1) as f64
+    );
+    println!(
+        "| after adding {} followers of one account: edge structures per edge | {:.1} B | | |",
+        cli.fans,
+        edge_bytes as f64 / edges.max(1) as f64
+    );
+    println!(
+        "| after adding them: whole database per edge ({edges} edges, {accounts} accounts) | {:.1} B | | |",
+        live_bytes as f64 / edges.max(1) as f64
+    );
+    println!("| accounts table and index per account | {:.1} B | | |", account_bytes as f64 / accounts as f64);
+    println!("| server peak RSS | {:.1} MiB | | |", rss as f64 / 1024.0);
+    let summary = json!({
+        "echo_rps": echo_rps.round(),
+        "add20_edges_per_s": add20.ups().round(), "add20_edges_per_echo_req": round2(add20.ups() / echo_rps),
+        "del20_edges_per_s": del20.ups().round(), "del20_edges_per_echo_req": round2(del20.ups() / echo_rps),
+        "add1_calls_per_s": add1.rps().round(), "add1_vs_echo": round2(add1.rps() / echo_rps),
+        "del1_calls_per_s": del1.rps().round(), "del1_vs_echo": round2(del1.rps() / echo_rps),
+        "follow_get_p99_ms": lat.iter().map(|(n, _, p99)| (n.to_string(), json!(round2(*p99)))).collect::<serde_json::Map<_, _>>(),
+        "echo_p99_ms": round2(echo_p99),
+        "fans": cli.fans, "graph_edges": g_edges,
+        "graph_db_bytes_per_edge": round2(g_live as f64 / g_edges.max(1) as f64),
+        "graph_edge_bytes_per_edge": round2(g_edge_bytes as f64 / g_edges.max(1) as f64),
+        "all_edge_bytes_per_edge": round2(edge_bytes as f64 / edges.max(1) as f64),
+        "all_db_bytes_per_edge": round2(live_bytes as f64 / edges.max(1) as f64),
+        "peak_rss_mib": round2(rss as f64 / 1024.0),
+    });
+    println!("{summary}");
+    drop(echo);
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Imports users `from..to` through multiaccount_import, 100 a call.
+async fn import(t: &Arc<Target>, http: &reqwest::Client, conns: usize, from: u64, to: u64) -> anyhow::Result<()> {
+    let url = t.url("im_open_login_svc/multiaccount_import");
+    let calls = (to - from).div_ceil(100);
+    let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {
+        let lo = from + i * 100;
+        let accounts: Vec<String> = (lo..(lo + 100).min(to)).map(user).collect();
+        (url.clone(), json!({ "Accounts": accounts }).to_string())
+    });
+    drive(http, conns, Duration::from_secs(24 * 3600), calls, make, one).await?;
+    Ok(())
+}
+
+/// Read from the live database (through its WAL): (edges, bytes in use, bytes of the edge structures,
+/// bytes of the accounts table and index).
+fn storage(data: &Path) -> anyhow::Result<(u64, u64, u64, u64)> {
+    let c = rusqlite::Connection::open_with_flags(data.join("followd.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let pages: u64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: u64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let page_size: u64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let live = (pages - free) * page_size;
+    let edges: u64 = c.query_row("SELECT count(*) FROM edges", [], |r| r.get(0))?;
+    let size = |names: &str| -> anyhow::Result<u64> {
+        Ok(c.query_row(&format!("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({names})"), [], |r| r.get(0))?)
+    };
+    Ok((edges, live, size("'edges','edges_in','mutual'")?, size("'accounts','accounts_by_name'")?))
+}

@@ -21,12 +21,26 @@ pub use cursor::Cursor;
 pub type AppId = u64;
 /// A UserID interned to an integer (unique across the store, so it names the app too).
 pub type Uid = i64;
-/// The ordering key of an edge: the follow time in microseconds, unique per writer.
+/// The ordering key of an edge: when the relation began, in ticks of [`TICK_MICROS`] µs since
+/// [`EPOCH_SECS`]. Keys issued by one writer are strictly increasing, so two relations never share a
+/// time and the "newest first" order is total. The unit keeps a key within SQLite's 6-byte integers
+/// until 2042 (8 bytes after that, still correct) while allowing 250,000 keys a second without running
+/// ahead of the clock.
 pub type TimeKey = i64;
 
-/// Converts an ordering key to the protocol's `FollowTime` (seconds).
+/// The epoch of [`TimeKey`]: 2025-01-01T00:00:00Z.
+pub const EPOCH_SECS: u64 = 1_735_689_600;
+/// Microseconds per [`TimeKey`] tick.
+pub const TICK_MICROS: i64 = 4;
+
+/// The [`TimeKey`] tick of a wall-clock time in µs since 1970.
+pub fn key_of_micros(unix_micros: i64) -> TimeKey {
+    (unix_micros - EPOCH_SECS as i64 * 1_000_000) / TICK_MICROS
+}
+
+/// Converts an ordering key to the protocol's `FollowTime` (Unix seconds).
 pub fn follow_time_secs(key: TimeKey) -> u64 {
-    (key.max(0) / 1_000_000) as u64
+    EPOCH_SECS + (key.max(0) * TICK_MICROS / 1_000_000) as u64
 }
 
 /// A user's three counters, stored and kept exact by every write.
@@ -207,7 +221,7 @@ pub trait WriteTx {
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
     /// Adds deltas to the counters.
     fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()>;
-    /// A fresh ordering key: the current time in µs, strictly greater than any key issued before.
+    /// A fresh ordering key: the current time, strictly greater than any key issued before.
     fn next_key(&mut self) -> TimeKey;
     /// Records a webhook event in this transaction.
     fn emit(&mut self, event: NewEvent) -> StoreResult<()>;

@@ -2,8 +2,11 @@
 //!
 //! Schema (every UserID interned to an integer `accounts.id`):
 //! - `accounts`: one row per imported user, with its profile and its three counters;
-//! - `edges(src, dst, t)` keyed by `(src, dst)`, plus the indexes `(src, t, dst)` and `(dst, t, src)`:
-//!   each edge is stored in both orders, so the check and both lists are index lookups;
+//! - `edges(src, dst, t)` keyed by `(src, dst)`, plus the index `(dst, t, src)`: each edge is stored in
+//!   both orders. The check is a point lookup and the followers list (unbounded: an account may have
+//!   millions of fans) a keyset range scan at any depth. The following list reads the follower's own
+//!   rows and orders them by time; it is bounded by `max_following` (5000 by default, Tencent's cap), and
+//!   a third ordering `(src, t, dst)` would cost ~20 more bytes on every edge to save that sort;
 //! - `mutual(a, t, b)`: both directions of every mutual pair, ordered by the later follow;
 //! - `events`: the webhook outbox, written in the same transaction as the change that owes it.
 //!
@@ -52,7 +55,6 @@ CREATE TABLE IF NOT EXISTS edges (
     t   INTEGER NOT NULL,
     PRIMARY KEY (src, dst)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS edges_out ON edges(src, t);
 CREATE INDEX IF NOT EXISTS edges_in ON edges(dst, t);
 CREATE TABLE IF NOT EXISTS mutual (
     a INTEGER NOT NULL,
@@ -472,7 +474,7 @@ impl WriteTx for SqliteWriteTx<'_> {
     fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
         self.guard(|tx| {
             tx.conn
-                .prepare_cached("SELECT dst, t FROM edges INDEXED BY edges_out WHERE src = ?1 ORDER BY t")?
+                .prepare_cached("SELECT dst, t FROM edges WHERE src = ?1 ORDER BY t")?
                 .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
@@ -510,7 +512,7 @@ impl WriteTx for SqliteWriteTx<'_> {
     }
 
     fn next_key(&mut self) -> TimeKey {
-        *self.last_key = now_micros().max(*self.last_key + 1);
+        *self.last_key = followd_graph::key_of_micros(now_micros()).max(*self.last_key + 1);
         *self.last_key
     }
 
@@ -557,7 +559,7 @@ impl SqliteReadView<'_> {
 /// The list queries: keyset pages, newest first, `(t, other)` strictly below the cursor.
 const LIST_FOLLOWERS: &str = "SELECT e.src, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e INDEXED BY edges_in \
      JOIN accounts a ON a.id = e.src WHERE e.dst = ?1 AND (e.t, e.src) < (?2, ?3) ORDER BY e.t DESC, e.src DESC LIMIT ?4";
-const LIST_FOLLOWING: &str = "SELECT e.dst, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e INDEXED BY edges_out \
+const LIST_FOLLOWING: &str = "SELECT e.dst, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e \
      JOIN accounts a ON a.id = e.dst WHERE e.src = ?1 AND (e.t, e.dst) < (?2, ?3) ORDER BY e.t DESC, e.dst DESC LIMIT ?4";
 const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM mutual m \
      JOIN accounts a ON a.id = m.b WHERE m.a = ?1 AND (m.t, m.b) < (?2, ?3) ORDER BY m.t DESC, m.b DESC LIMIT ?4";
