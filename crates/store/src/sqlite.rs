@@ -127,7 +127,7 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -131072; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
@@ -221,7 +221,7 @@ impl ReadPool {
         }
         let c =
             Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db_err)?;
-        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;").map_err(db_err)?;
+        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA mmap_size = 1073741824;").map_err(db_err)?;
         c.set_prepared_statement_cache_capacity(32);
         Ok(c)
     }
