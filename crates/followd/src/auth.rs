@@ -3,7 +3,7 @@
 
 use followd_graph::write::Limits;
 use followd_graph::Subscriptions;
-use followd_protocol::{code, usersig, CallbackCommand};
+use followd_protocol::{code, usersig};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use crate::config::{AppConfig, WebhookConfig};
 use crate::reply::{ApiError, Family};
+use followd_graph::outbox::WebhookOverride;
+use followd_webhook::{Endpoint, Endpoints};
 
 /// The URL parameters every API takes (names are case-sensitive).
 #[derive(Debug, Default)]
@@ -51,7 +53,7 @@ pub struct App {
     admins: HashSet<String>,
     /// Graph limits.
     pub limits: Limits,
-    webhook: RwLock<Option<WebhookConfig>>,
+    hook: RwLock<Hook>,
     rate: Option<RateLimiter>,
 }
 
@@ -68,7 +70,7 @@ impl App {
                 max_followers: nonzero(c.max_followers),
                 max_mutual: nonzero(c.max_mutual),
             },
-            webhook: RwLock::new(c.webhook.clone()),
+            hook: RwLock::new(Hook::new(c.webhook.clone(), WebhookOverride::default())),
             rate: c.rate_limit_per_second.filter(|&n| n > 0).map(RateLimiter::new),
         }
     }
@@ -85,13 +87,29 @@ impl App {
 
     /// Which webhooks the app wants right now.
     pub fn subscriptions(&self) -> Subscriptions {
-        match &*self.webhook.read() {
-            None => Subscriptions::default(),
-            Some(w) => {
-                let has = |c: CallbackCommand| w.commands.iter().any(|x| x == c.as_str());
-                Subscriptions { add: has(CallbackCommand::FollowAdd), delete: has(CallbackCommand::FollowDelete) }
-            }
-        }
+        self.hook.read().effective.as_ref().map(|e| e.subscriptions).unwrap_or_default()
+    }
+
+    /// The webhook endpoint in force.
+    pub fn endpoint(&self) -> Option<Arc<Endpoint>> {
+        self.hook.read().effective.clone()
+    }
+
+    /// The admin API's current overrides.
+    pub fn webhook_override(&self) -> WebhookOverride {
+        self.hook.read().over.clone()
+    }
+
+    /// Applies new overrides (already stored); takes effect for the next write and the next attempt.
+    pub fn set_webhook_override(&self, over: WebhookOverride) {
+        let mut h = self.hook.write();
+        *h = Hook::new(h.file.clone(), over);
+    }
+
+    /// Applies a new `[apps.webhook]` section from a reloaded config file.
+    pub fn set_webhook_file(&self, file: Option<WebhookConfig>) {
+        let mut h = self.hook.write();
+        *h = Hook::new(file, h.over.clone());
     }
 
     /// Counts one call to `api` against the app's rate limit; `60007` when over.
@@ -102,6 +120,26 @@ impl App {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// An app's webhook settings: the config file's, the admin API's overrides, and the result.
+struct Hook {
+    file: Option<WebhookConfig>,
+    over: WebhookOverride,
+    effective: Option<Arc<Endpoint>>,
+}
+
+impl Hook {
+    fn new(file: Option<WebhookConfig>, over: WebhookOverride) -> Hook {
+        let effective = WebhookConfig::endpoint(file.as_ref(), &over).map(Arc::new);
+        Hook { file, over, effective }
+    }
+}
+
+impl Endpoints for Apps {
+    fn endpoint(&self, app: u64) -> Option<Arc<Endpoint>> {
+        self.apps.get(&app).and_then(|a| a.endpoint())
     }
 }
 
@@ -196,7 +234,7 @@ impl Apps {
         if !app.is_admin(&identifier) {
             let c = match family {
                 Family::Follow => code::FOLLOW_NOT_ADMIN,
-                Family::Account => code::NOT_ADMIN,
+                Family::Account | Family::Config => code::NOT_ADMIN,
             };
             return Err(ApiError::new(c, format!("{identifier} is not an app admin")));
         }

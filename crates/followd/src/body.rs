@@ -85,6 +85,30 @@ impl Body {
         }
     }
 
+    /// An optional integer.
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| self.invalid(format!("{key} must be an integer"))),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.invalid(format!("{key} must be true or false"))),
+        }
+    }
+
+    /// An optional array.
+    pub fn opt_array(&self, key: &str) -> Result<Option<&Vec<Value>>, ApiError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_array().map(Some).ok_or_else(|| self.invalid(format!("{key} must be an array"))),
+        }
+    }
+
     /// An optional string.
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, ApiError> {
         match self.map.get(key) {

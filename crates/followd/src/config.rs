@@ -26,9 +26,15 @@ pub struct Config {
     /// `"process"` (default: a killed process loses nothing acknowledged) or `"fsync"` (also power loss).
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// How long delivered events and their attempts are kept in the delivery log.
+    #[serde(default = "default_retention_hours")]
+    pub delivery_log_retention_hours: u64,
     /// The apps this server hosts.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// The file this configuration was read from (watched for webhook changes).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// One app (one SDKAppID).
@@ -79,6 +85,9 @@ pub struct WebhookConfig {
     /// `"backoff"` (default) or `"none"`.
     #[serde(default = "default_retry")]
     pub retry: String,
+    /// Delays before each retry with `retry = "backoff"`, in ms (±20 % jitter is applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule_ms: Option<Vec<u64>>,
     /// Allow loopback, private and link-local destinations (local development).
     #[serde(default)]
     pub allow_private_destinations: bool,
@@ -92,6 +101,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_durability() -> String {
     "process".into()
+}
+fn default_retention_hours() -> u64 {
+    168
 }
 fn default_max_following() -> u64 {
     5000
@@ -129,6 +141,7 @@ impl fmt::Debug for WebhookConfig {
             .field("signing_secret", &self.signing_secret.as_ref().map(|_| REDACTED))
             .field("timeout_ms", &self.timeout_ms)
             .field("retry", &self.retry)
+            .field("retry_schedule_ms", &self.retry_schedule_ms)
             .field("allow_private_destinations", &self.allow_private_destinations)
             .finish()
     }
@@ -164,6 +177,7 @@ impl Config {
         let mut c = Config::from_toml(&text, base).with_context(|| format!("in {}", path.display()))?;
         c.apply_env(|k| std::env::var(k).ok());
         c.validate().with_context(|| format!("in {}", path.display()))?;
+        c.source = Some(path.to_path_buf());
         Ok(c)
     }
 
@@ -252,7 +266,44 @@ impl WebhookConfig {
         if !matches!(self.retry.as_str(), "backoff" | "none") {
             bail!("retry: {:?} is not \"backoff\" or \"none\"", self.retry);
         }
+        if self.retry_schedule_ms.as_ref().is_some_and(|s| s.is_empty() || s.len() > 100) {
+            bail!("retry_schedule_ms: give 1 to 100 delays (use retry = \"none\" for a single attempt)");
+        }
         Ok(())
+    }
+}
+
+impl WebhookConfig {
+    /// The runtime endpoint this section describes, with the admin API's overrides applied.
+    pub fn endpoint(file: Option<&WebhookConfig>, o: &followd_graph::outbox::WebhookOverride) -> Option<followd_webhook::Endpoint> {
+        use std::time::Duration;
+        let url = match &o.url {
+            Some(u) => u.clone(),
+            None => file?.url.clone(),
+        };
+        if url.is_empty() {
+            return None;
+        }
+        let commands = o.commands.clone().or_else(|| file.map(|f| f.commands.clone())).unwrap_or_else(default_commands);
+        let has = |c: followd_protocol::CallbackCommand| commands.iter().any(|x| x == c.as_str());
+        let token = if o.token_enabled.unwrap_or(true) { o.token.clone().or_else(|| file.and_then(|f| f.token.clone())) } else { None };
+        let schedule = match file {
+            Some(f) if f.retry == "none" => Vec::new(),
+            Some(WebhookConfig { retry_schedule_ms: Some(s), .. }) => s.iter().map(|&ms| Duration::from_millis(ms)).collect(),
+            _ => followd_webhook::DEFAULT_SCHEDULE_MS.iter().map(|&ms| Duration::from_millis(ms)).collect(),
+        };
+        Some(followd_webhook::Endpoint {
+            url,
+            subscriptions: followd_graph::Subscriptions {
+                add: has(followd_protocol::CallbackCommand::FollowAdd),
+                delete: has(followd_protocol::CallbackCommand::FollowDelete),
+            },
+            token: token.filter(|t| !t.is_empty()),
+            signing_secret: file.and_then(|f| f.signing_secret.clone()),
+            timeout: Duration::from_millis(file.map_or(2000, |f| f.timeout_ms)),
+            schedule,
+            allow_private: file.is_some_and(|f| f.allow_private_destinations),
+        })
     }
 }
 

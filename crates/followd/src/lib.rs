@@ -3,9 +3,11 @@
 //! The binary parses arguments and loads [`config::Config`]; everything else happens in [`run`], which
 //! the integration tests call too, on port 0.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod metrics;
 pub mod reply;
 pub mod rest;
 
@@ -15,15 +17,17 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
+use followd_graph::outbox::Outbox;
 use followd_graph::Store;
 use followd_protocol::code;
 use followd_store::sqlite::Durability;
 use followd_store::{CommitHooks, SqliteStore};
+use followd_webhook::Dispatcher;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Apps;
 use crate::config::Config;
@@ -37,12 +41,23 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Current Unix time in milliseconds.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// What every handler shares.
 pub struct AppState {
     /// The hosted apps.
-    pub apps: Apps,
+    pub apps: Arc<Apps>,
     /// The storage backend.
     pub store: Arc<dyn Store>,
+    /// The webhook outbox of the same backend.
+    pub outbox: Arc<dyn Outbox>,
+    /// The delivery engine.
+    pub dispatcher: Dispatcher,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::ServerMetrics>,
     /// Trusted proxies for `ClientIP`.
     pub proxies: Vec<ipnet::IpNet>,
     boot: u32,
@@ -61,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v4/{service}/{command}", any(rest::handle))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::handle))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -85,26 +101,99 @@ pub fn open_store(config: &Config, hooks: CommitHooks) -> anyhow::Result<Arc<Sql
     Ok(Arc::new(store))
 }
 
-/// Serves the APIs on `listener` until `shutdown` resolves, then finishes in-flight requests and
-/// commits everything queued before returning.
+/// Serves the APIs on `listener` until `shutdown` resolves, then finishes in-flight requests, lets
+/// in-flight webhook attempts end, and commits everything queued before returning.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let store = open_store(&config, CommitHooks::default())?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = CommitHooks { events: Some(events_tx), ..CommitHooks::default() };
+    let store = open_store(&config, hooks)?;
+    let outbox: Arc<dyn Outbox> = store.clone();
+    let apps = Arc::new(Apps::new(&config.apps));
+    for (app, over) in outbox.load_overrides().await? {
+        if let Some(a) = apps.get(app) {
+            a.set_webhook_override(over);
+        }
+    }
+    let metrics = Arc::new(metrics::ServerMetrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (dispatcher, delivery) =
+        Dispatcher::start(outbox.clone(), apps.clone(), events_rx, metrics.webhook.clone(), stop_rx.clone()).await?;
     let state = Arc::new(AppState {
-        apps: Apps::new(&config.apps),
+        apps: apps.clone(),
         store: store.clone(),
+        outbox: outbox.clone(),
+        dispatcher,
+        metrics,
         proxies: config.proxies()?,
         boot: rand::random(),
         seq: AtomicU64::new(1),
     });
+    let retention = Duration::from_secs(config.delivery_log_retention_hours * 3600);
+    tokio::spawn(purge_loop(outbox, retention, stop_rx.clone()));
+    if let Some(path) = config.source.clone() {
+        tokio::spawn(reload_loop(path, apps, stop_rx));
+    }
     tracing::info!(addr = %listener.local_addr()?, apps = config.apps.len(), data_dir = %config.data_dir.display(), "followd listening");
     let served =
         axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Err(e) = delivery.await {
+        tracing::error!(error = %e, "the webhook dispatcher failed");
+    }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("followd stopped");
     served.context("serving HTTP")
+}
+
+/// Deletes delivered events older than the retention, at start and every ten minutes.
+async fn purge_loop(outbox: Arc<dyn Outbox>, retention: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let before = now_millis() - retention.as_millis() as i64;
+        match outbox.purge_delivered(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "purged delivered events past the retention"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge the delivery log"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+/// Re-reads the config file when it changes (checked every second) and applies its `[apps.webhook]`
+/// sections without a restart. Other keys need a restart; the log says so.
+async fn reload_loop(path: std::path::PathBuf, apps: Arc<Apps>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Config::load(&path) {
+            Ok(c) => {
+                for a in &c.apps {
+                    match apps.get(a.sdkappid) {
+                        Some(app) => app.set_webhook_file(a.webhook.clone()),
+                        None => tracing::warn!(sdkappid = a.sdkappid, "a new app in the config file needs a restart"),
+                    }
+                }
+                tracing::info!(path = %path.display(), "config file changed: webhook settings reloaded (other keys apply at the next start)");
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = format!("{e:#}"), "config file changed but is invalid; keeping the old settings")
+            }
+        }
+    }
 }

@@ -12,8 +12,10 @@ use serde::Serialize;
 pub enum Family {
     /// `/v4/follow/*` and the client API.
     Follow,
-    /// `/v4/im_open_login_svc/*` and the admin API.
+    /// `/v4/im_open_login_svc/*`.
     Account,
+    /// `/v4/callback_config/*`, shaped like Tencent's `live_config` webhook APIs.
+    Config,
 }
 
 impl Family {
@@ -22,6 +24,7 @@ impl Family {
         match self {
             Family::Follow => code::FOLLOW_INVALID_PARAM,
             Family::Account => code::ACCOUNT_INVALID_PARAM,
+            Family::Config => code::CONFIG_INVALID_PARAM,
         }
     }
 }
@@ -54,6 +57,7 @@ impl ApiError {
                 let c = match family {
                     Family::Follow => code::FOLLOW_INTERNAL,
                     Family::Account => code::ACCOUNT_INTERNAL,
+                    Family::Config => code::CONFIG_INTERNAL,
                 };
                 ApiError::new(c, format!("internal server error; retry (RequestId {request_id})"))
             }

@@ -43,6 +43,14 @@ pub enum Api {
     MultiaccountImport,
     AccountDelete,
     AccountCheck,
+    SetCallback,
+    GetCallback,
+    SetCallbackToken,
+    GetCallbackToken,
+    ListEvents,
+    ListAttempts,
+    ReplayEvent,
+    ReplayDead,
 }
 
 impl Api {
@@ -58,6 +66,14 @@ impl Api {
             ("im_open_login_svc", "multiaccount_import") => Api::MultiaccountImport,
             ("im_open_login_svc", "account_delete") => Api::AccountDelete,
             ("im_open_login_svc", "account_check") => Api::AccountCheck,
+            ("callback_config", "set_callback") => Api::SetCallback,
+            ("callback_config", "get_callback") => Api::GetCallback,
+            ("callback_config", "set_callback_token") => Api::SetCallbackToken,
+            ("callback_config", "get_callback_token") => Api::GetCallbackToken,
+            ("callback_config", "list_events") => Api::ListEvents,
+            ("callback_config", "list_attempts") => Api::ListAttempts,
+            ("callback_config", "replay_event") => Api::ReplayEvent,
+            ("callback_config", "replay_dead") => Api::ReplayDead,
             _ => return None,
         })
     }
@@ -74,6 +90,14 @@ impl Api {
             Api::MultiaccountImport => "multiaccount_import",
             Api::AccountDelete => "account_delete",
             Api::AccountCheck => "account_check",
+            Api::SetCallback => "set_callback",
+            Api::GetCallback => "get_callback",
+            Api::SetCallbackToken => "set_callback_token",
+            Api::GetCallbackToken => "get_callback_token",
+            Api::ListEvents => "list_events",
+            Api::ListAttempts => "list_attempts",
+            Api::ReplayEvent => "replay_event",
+            Api::ReplayDead => "replay_dead",
         }
     }
 
@@ -81,7 +105,8 @@ impl Api {
     pub fn family(self) -> Family {
         match self {
             Api::FollowAdd | Api::FollowDelete | Api::FollowCheck | Api::FollowGet | Api::FollowGetInfo => Family::Follow,
-            _ => Family::Account,
+            Api::AccountImport | Api::MultiaccountImport | Api::AccountDelete | Api::AccountCheck => Family::Account,
+            _ => Family::Config,
         }
     }
 }
@@ -97,8 +122,10 @@ pub async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = st.next_request_id();
+    let started = std::time::Instant::now();
     let Some(api) = Api::resolve(&service, &command) else {
         let e = ApiError::new(code::BAD_URL, format!("unknown API v4/{service}/{command}"));
+        st.metrics.request("unknown", false, started.elapsed());
         return envelope::<()>(Family::Account, &request_id, Err(e));
     };
     let family = api.family();
@@ -120,6 +147,7 @@ pub async fn handle(
     if let Err(e) = &result {
         tracing::debug!(request_id, api = api.name(), code = e.code, info = %e.info, "refused");
     }
+    st.metrics.request(api.name(), result.is_ok(), started.elapsed());
     envelope(family, &request_id, result)
 }
 
@@ -172,6 +200,14 @@ impl Call<'_> {
                 let users = body.object_users("CheckItem", "UserID", MAX_ACCOUNTS)?;
                 Reply::Accounts(self.account_check(users).await?)
             }
+            Api::SetCallback => Reply::Admin(to_raw(self.set_callback(body).await?)),
+            Api::GetCallback => Reply::Admin(to_raw(self.get_callback().await?)),
+            Api::SetCallbackToken => Reply::Admin(to_raw(self.set_callback_token(body).await?)),
+            Api::GetCallbackToken => Reply::Admin(to_raw(self.get_callback_token().await?)),
+            Api::ListEvents => Reply::Admin(to_raw(self.list_events(body).await?)),
+            Api::ListAttempts => Reply::Admin(to_raw(self.list_attempts(body).await?)),
+            Api::ReplayEvent => Reply::Admin(to_raw(self.replay(body, true).await?)),
+            Api::ReplayDead => Reply::Admin(to_raw(self.replay(body, false).await?)),
         };
         Ok(v)
     }
@@ -375,6 +411,24 @@ pub enum Reply {
     Fail(FailAccounts),
     /// account_delete, account_check.
     Accounts(AccountItems),
+    /// The webhook admin API's answers.
+    Admin(AdminReply),
+}
+
+/// An admin API answer, serialised once in its own field order.
+pub struct AdminReply(serde_json::Map<String, serde_json::Value>);
+
+impl Serialize for AdminReply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+fn to_raw<T: Serialize>(v: T) -> AdminReply {
+    match serde_json::to_value(v).expect("answers serialise") {
+        serde_json::Value::Object(m) => AdminReply(m),
+        _ => AdminReply(serde_json::Map::new()),
+    }
 }
 
 /// `{}`: no fields besides the envelope.

@@ -8,6 +8,7 @@
 //! same transaction (decisions.md §4).
 
 pub mod cursor;
+pub mod outbox;
 pub mod read;
 pub mod write;
 

@@ -192,3 +192,68 @@ async fn sigkill_during_concurrent_writes_loses_nothing_acknowledged() {
     }
     drop(child);
 }
+
+/// Every acknowledged follow owes a webhook; after a SIGKILL mid-burst and a restart, all of them arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_write_burst_loses_no_acknowledged_webhook() {
+    let rx = crate::receiver::Receiver::start().await;
+    // A slow receiver keeps a backlog in the outbox when the server dies.
+    rx.rule(|_| crate::receiver::Behavior::Slow(2));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("followd.toml");
+    let table = format!(
+        "[apps.webhook]\nurl = \"{}\"\nallow_private_destinations = true\nretry_schedule_ms = [50, 50, 50, 50, 50]\n",
+        rx.url("/cb")
+    );
+    std::fs::write(&config, config_text(&table, "")).unwrap();
+    let http = reqwest::Client::new();
+    let mut child = start(&config).await;
+    let users: Vec<String> = (0..USERS).map(name).collect();
+    for chunk in users.chunks(100) {
+        assert_ok(&post(&http, &child.addr, "im_open_login_svc/multiaccount_import", json!({"Accounts": chunk})).await.unwrap());
+    }
+    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let mut tasks = Vec::new();
+    for part in 0..WRITERS {
+        let (http, addr, acked) = (http.clone(), child.addr.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each writer follows new targets in order, so every acknowledged call changed an edge.
+            for i in 0.. {
+                let from = name(part);
+                let to = name(WRITERS + i % (USERS - WRITERS));
+                if i >= USERS - WRITERS {
+                    return;
+                }
+                let body = json!({"From_Account": from, "FollowItem": [{"To_Account": to}]});
+                match post(&http, &addr, "follow/follow_add", body).await {
+                    Ok(r) if r["ActionStatus"] == "OK" => acked.lock().unwrap().push((from, to)),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 150 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.proc.start_kill().unwrap();
+    child.proc.wait().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 150, "only {} follows acknowledged", acked.len());
+    let before_restart = rx.received().len();
+    let _child = start(&config).await;
+    let got = rx
+        .wait_until(30, "a webhook for every acknowledged follow", |g| {
+            let seen: HashSet<(String, String)> = g
+                .iter()
+                .map(|r| r.json())
+                .map(|b| (b["From_Account"].as_str().unwrap().to_owned(), b["FollowList"][0]["To_Account"].as_str().unwrap().to_owned()))
+                .collect();
+            acked.iter().all(|a| seen.contains(a))
+        })
+        .await;
+    assert!(got.len() > before_restart, "the restarted server delivered the backlog");
+}

@@ -58,6 +58,15 @@ pub async fn spawn() -> Server {
 pub async fn spawn_with(extra_a: &str, extra_b: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml(&config_text(extra_a, extra_b), dir.path()).unwrap();
+    start(config, dir).await
+}
+
+/// Starts from a config file, which the server then watches for changes.
+pub async fn spawn_from_file(path: &std::path::Path, dir: TempDir) -> Server {
+    start(Config::load(path).unwrap(), dir).await
+}
+
+async fn start(config: Config, dir: TempDir) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -145,6 +154,13 @@ impl Server {
             .unwrap()
             .map(Result::unwrap)
             .collect()
+    }
+
+    /// Ends the server without waiting for in-flight webhook attempts.
+    pub async fn stop_quickly(mut self) {
+        let task = self.task.take().unwrap();
+        task.abort();
+        let _ = task.await;
     }
 
     pub async fn stop(mut self) {

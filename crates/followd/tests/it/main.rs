@@ -6,3 +6,5 @@ mod crash;
 mod errors;
 mod helpers;
 mod model;
+mod receiver;
+mod webhooks;

@@ -8,12 +8,17 @@
 //!   rows and orders them by time; it is bounded by `max_following` (5000 by default, Tencent's cap), and
 //!   a third ordering `(src, t, dst)` would cost ~20 more bytes on every edge to save that sort;
 //! - `mutual(a, t, b)`: both directions of every mutual pair, ordered by the later follow;
-//! - `events`: the webhook outbox, written in the same transaction as the change that owes it.
+//! - `events`: the webhook outbox, written in the same transaction as the change that owes it, with
+//!   `attempts` (the delivery log) and `webhook_overrides` (settings changed through the admin API);
+//!   see [`outbox`].
 //!
 //! Durability: WAL with `synchronous = NORMAL` by default. A commit has reached the OS before the
 //! writer answers, so killing the process loses nothing acknowledged; `synchronous = FULL`
 //! (`Durability::Fsync`) also survives power loss, at the cost of an fsync per batch.
 
+mod outbox;
+
+use followd_graph::outbox::StoredEvent;
 use followd_graph::{
     AppId, Completion, Counts, Cursor, EdgeChange, ListEntry, ListKind, NewEvent, Profile, ReadJob, ReadView, Store, StoreError,
     StoreResult, TimeKey, Uid, WriteJob, WriteTx,
@@ -27,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The most write jobs one transaction takes.
 const MAX_BATCH: usize = 2048;
@@ -70,8 +75,36 @@ CREATE TABLE IF NOT EXISTS events (
     body         TEXT    NOT NULL,
     client_ip    TEXT    NOT NULL,
     platform     TEXT    NOT NULL,
-    created_ms   INTEGER NOT NULL
+    created_ms   INTEGER NOT NULL,
+    state        INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retries      INTEGER NOT NULL DEFAULT 0,
+    next_at_ms   INTEGER NOT NULL DEFAULT 0,
+    updated_ms   INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
 );
+CREATE INDEX IF NOT EXISTS events_by_state ON events(state, created_ms);
+CREATE INDEX IF NOT EXISTS events_by_app ON events(app, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY,
+    event_id    INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    status      INTEGER,
+    outcome     TEXT    NOT NULL,
+    error       TEXT,
+    response    TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_event ON attempts(event_id);
+CREATE TABLE IF NOT EXISTS webhook_overrides (
+    app           INTEGER PRIMARY KEY,
+    url           TEXT,
+    commands      TEXT,
+    token         TEXT,
+    token_enabled INTEGER,
+    updated_ms    INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
 "#;
 
 /// How hard a commit is pushed to disk.
@@ -87,21 +120,24 @@ pub enum Durability {
 /// What the store tells the rest of the server after each commit.
 #[derive(Clone)]
 pub struct CommitHooks {
-    /// Woken when a commit wrote webhook events.
-    pub events: Arc<Notify>,
+    /// Receives the webhook events of each commit, after the commit (the delivery engine's wake-up).
+    pub events: Option<mpsc::UnboundedSender<Vec<StoredEvent>>>,
     /// Every committed edge change, per app (only collected while someone listens).
     pub changes: broadcast::Sender<Arc<Vec<(AppId, EdgeChange)>>>,
 }
 
 impl Default for CommitHooks {
     fn default() -> Self {
-        CommitHooks { events: Arc::new(Notify::new()), changes: broadcast::channel(1024).0 }
+        CommitHooks { events: None, changes: broadcast::channel(1024).0 }
     }
 }
 
+/// A job for the writer thread: runs in the batch's transaction, answers after the commit.
+type Job = Box<dyn FnOnce(&mut SqliteWriteTx<'_>) -> Completion + Send>;
+
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
-    jobs: Mutex<Option<mpsc::UnboundedSender<WriteJob>>>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReadPool>,
     hooks: CommitHooks,
@@ -174,6 +210,42 @@ impl SqliteStore {
         self.readers.put(conn);
         Ok(r)
     }
+
+    fn submit(&self, job: Job) -> StoreResult<()> {
+        match &*self.jobs.lock() {
+            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Runs raw SQL in the writer's next batch and resolves after its commit.
+    async fn write_sql<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static) -> StoreResult<R> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Box::new(move |wtx: &mut SqliteWriteTx<'_>| {
+            // A savepoint keeps a failing outbox write from rolling back the API writes batched with it.
+            let r = match &wtx.failed {
+                Some(e) => Err(e.clone()),
+                None => savepoint(wtx.conn, f),
+            };
+            Box::new(move |commit: Result<(), &StoreError>| {
+                let _ = tx.send(commit.map_err(Clone::clone).and(r));
+            })
+        }))?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Runs raw SQL on a reader connection, off the async runtime.
+    async fn read_sql<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static) -> StoreResult<R> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let r = f(&conn).map_err(db_err);
+            pool.put(conn);
+            r
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
 }
 
 impl Drop for SqliteStore {
@@ -184,10 +256,7 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
-        match &*self.jobs.lock() {
-            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        }
+        self.submit(Box::new(move |tx: &mut SqliteWriteTx<'_>| job(tx)))
     }
 
     fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
@@ -245,7 +314,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteJob>) {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::with_capacity(64);
             batch.push(first);
@@ -261,7 +330,7 @@ impl Writer {
         tracing::debug!("writer stopped");
     }
 
-    fn run_batch(&mut self, batch: Vec<WriteJob>) {
+    fn run_batch(&mut self, batch: Vec<Job>) {
         if self.ids.len() > MAX_CACHED_IDS {
             self.ids.clear();
             self.names.clear();
@@ -280,14 +349,13 @@ impl Writer {
         tx.collect_changes = listening;
         let done: Vec<Completion> = batch.into_iter().map(|j| j(&mut tx)).collect();
         let outcome = tx.finish();
-        let (events, changes) = (tx.events, std::mem::take(&mut tx.changes));
+        let (events, changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
         let outcome = outcome.and_then(|()| self.conn.execute_batch("COMMIT").map_err(db_err));
         match outcome {
             Ok(()) => {
                 done.into_iter().for_each(|c| c(Ok(())));
-                if events > 0 {
-                    self.hooks.events.notify_waiters();
-                    self.hooks.events.notify_one();
+                if let (false, Some(hook)) = (events.is_empty(), &self.hooks.events) {
+                    let _ = hook.send(events);
                 }
                 if !changes.is_empty() {
                     let _ = self.hooks.changes.send(Arc::new(changes));
@@ -313,7 +381,7 @@ impl Writer {
             counts: HashMap::new(),
             now_ms: (now_micros() / 1000) as u64,
             failed: None,
-            events: 0,
+            events: Vec::new(),
             collect_changes: false,
             changes: Vec::new(),
         }
@@ -331,7 +399,8 @@ struct SqliteWriteTx<'w> {
     now_ms: u64,
     /// The first database failure; once set, every later step fails and the batch rolls back.
     failed: Option<StoreError>,
-    events: usize,
+    /// Events written by this batch, handed to the delivery engine after commit.
+    events: Vec<StoredEvent>,
     collect_changes: bool,
     changes: Vec<(AppId, EdgeChange)>,
 }
@@ -519,19 +588,55 @@ impl WriteTx for SqliteWriteTx<'_> {
     fn emit(&mut self, ev: NewEvent) -> StoreResult<()> {
         let body = webhook::body(ev.command, ev.from.as_str(), &ev.targets, self.now_ms);
         let now_ms = self.now_ms as i64;
-        self.guard(|tx| {
+        let id = self.guard(|tx| {
             tx.conn
-                .prepare_cached("INSERT INTO events(app, command, from_account, body, client_ip, platform, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-                .execute(params![ev.app as i64, ev.command.as_str(), ev.from.as_str(), body, ev.origin.client_ip, ev.origin.platform.as_str(), now_ms])
-                .map(drop)
+                .prepare_cached(
+                    "INSERT INTO events(app, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+                )?
+                .execute(params![
+                    ev.app as i64,
+                    ev.command.as_str(),
+                    ev.from.as_str(),
+                    body,
+                    ev.origin.client_ip,
+                    ev.origin.platform.as_str(),
+                    now_ms
+                ])?;
+            Ok(tx.conn.last_insert_rowid())
         })?;
-        self.events += 1;
+        self.events.push(StoredEvent {
+            id,
+            app: ev.app,
+            command: ev.command,
+            from: ev.from.to_string(),
+            body,
+            client_ip: ev.origin.client_ip,
+            platform: ev.origin.platform,
+            created_ms: now_ms,
+            retries: 0,
+            next_at_ms: now_ms,
+        });
         Ok(())
     }
 
     fn changed(&mut self, app: AppId, change: EdgeChange) {
         if self.collect_changes {
             self.changes.push((app, change));
+        }
+    }
+}
+
+fn savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> StoreResult<R> {
+    conn.execute_batch("SAVEPOINT outbox").map_err(db_err)?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE outbox").map_err(db_err)?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO outbox; RELEASE outbox");
+            Err(db_err(e))
         }
     }
 }

@@ -1,0 +1,78 @@
+//! `/metrics`: Prometheus text of the API and the delivery engine.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::AppState;
+
+/// Labels of an API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The command word (`follow_add`, …) or `unknown`.
+    pub command: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of a latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// The command word.
+    pub command: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric the server exports.
+pub struct ServerMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<CommandLabels, Histogram, fn() -> Histogram>,
+    /// The delivery engine's metrics.
+    pub webhook: Arc<followd_webhook::metrics::Metrics>,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register("followd_api_requests", "API requests by command and result", requests.clone());
+        registry.register("followd_api_request_duration_seconds", "API request latency by command", latency.clone());
+        let webhook = Arc::new(followd_webhook::metrics::Metrics::default());
+        webhook.register(&mut registry);
+        ServerMetrics { registry, requests, latency, webhook }
+    }
+}
+
+impl ServerMetrics {
+    /// Counts one API request.
+    pub fn request(&self, command: &'static str, ok: bool, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { command, result: if ok { "ok" } else { "error" } }).inc();
+        self.latency.get_or_create(&CommandLabels { command }).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The `/metrics` handler.
+pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
+    let stats = st.dispatcher.stats().await;
+    let m = &st.metrics;
+    m.webhook.pending.set(stats.pending as i64);
+    let age = stats.oldest_created_ms.map_or(0.0, |t| (crate::now_millis() - t).max(0) as f64 / 1000.0);
+    m.webhook.oldest_age.set(age);
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}

@@ -1,0 +1,229 @@
+//! The webhook outbox as the delivery engine sees it: events written by graph changes, their
+//! attempts, and the operations the admin API needs. Backends implement [`Outbox`].
+
+use followd_protocol::{CallbackCommand, OptPlatform};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{AppId, StoreResult};
+
+/// A boxed future, for the object-safe [`Outbox`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventState {
+    /// Waiting for delivery or for a retry.
+    Pending = 0,
+    /// Answered with HTTP 200 and a JSON body.
+    Delivered = 1,
+    /// Out of retries (or nowhere to send it); kept for replay.
+    Dead = 2,
+}
+
+impl EventState {
+    /// Parses the stored number.
+    pub fn from_i64(n: i64) -> Option<Self> {
+        match n {
+            0 => Some(EventState::Pending),
+            1 => Some(EventState::Delivered),
+            2 => Some(EventState::Dead),
+            _ => None,
+        }
+    }
+
+    /// The name used by the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Delivered => "delivered",
+            EventState::Dead => "dead",
+        }
+    }
+
+    /// Parses the admin API's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [EventState::Pending, EventState::Delivered, EventState::Dead].into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// A committed event, ready to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Unique id; the `webhook-id` header derives from it.
+    pub id: i64,
+    /// The app.
+    pub app: AppId,
+    /// Which webhook.
+    pub command: CallbackCommand,
+    /// `From_Account`: events of one user are delivered in id order.
+    pub from: String,
+    /// The exact JSON body.
+    pub body: String,
+    /// `ClientIP` of the query.
+    pub client_ip: String,
+    /// `OptPlatform` of the query.
+    pub platform: OptPlatform,
+    /// Commit time, ms.
+    pub created_ms: i64,
+    /// Attempts made since the event was (re)queued; picks the next retry delay.
+    pub retries: u32,
+    /// Earliest time of the next attempt, ms.
+    pub next_at_ms: i64,
+}
+
+/// The outcome class of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// HTTP 200 with a JSON body.
+    Ok,
+    /// Another HTTP status.
+    HttpStatus,
+    /// HTTP 200 but the body is not JSON.
+    NotJson,
+    /// No complete answer within the timeout.
+    Timeout,
+    /// Could not connect (refused, DNS, TLS).
+    Connect,
+    /// The destination is not allowed (SSRF guard) or the app has no webhook for it.
+    Refused,
+}
+
+impl Outcome {
+    /// Every outcome, for metrics.
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Ok, Outcome::HttpStatus, Outcome::NotJson, Outcome::Timeout, Outcome::Connect, Outcome::Refused];
+
+    /// The stored and exported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::HttpStatus => "http_status",
+            Outcome::NotJson => "not_json",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// One attempt and the event's state after it, recorded together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The event.
+    pub event_id: i64,
+    /// When the attempt started, ms.
+    pub at_ms: i64,
+    /// How long it took, µs.
+    pub duration_us: i64,
+    /// The HTTP status, when one came back.
+    pub status: Option<u16>,
+    /// The outcome class.
+    pub outcome: Outcome,
+    /// What went wrong, for people.
+    pub error: Option<String>,
+    /// The first 1 KiB of the response body.
+    pub response: Option<String>,
+    /// The event's state after this attempt.
+    pub state: EventState,
+    /// Attempts since (re)queued, after this one.
+    pub retries: u32,
+    /// When the next attempt is due, ms (when still pending).
+    pub next_at_ms: i64,
+}
+
+/// An event as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// The event.
+    pub event: StoredEvent,
+    /// Its state.
+    pub state: EventState,
+    /// All attempts ever made.
+    pub attempts: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Last change, ms.
+    pub updated_ms: i64,
+}
+
+/// An attempt as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    /// Attempt id.
+    pub id: i64,
+    /// When, ms.
+    pub at_ms: i64,
+    /// How long, µs.
+    pub duration_us: i64,
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// Outcome class.
+    pub outcome: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// First 1 KiB of the response.
+    pub response: Option<String>,
+}
+
+/// Which events the admin API lists.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this state.
+    pub state: Option<EventState>,
+    /// Only this `From_Account`.
+    pub from: Option<String>,
+    /// Only this command.
+    pub command: Option<CallbackCommand>,
+    /// Created at or after, ms.
+    pub start_ms: Option<i64>,
+    /// Created before, ms.
+    pub end_ms: Option<i64>,
+    /// Keyset cursor: only ids below this (newest first).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Webhook settings changed through the admin API; they override the config file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookOverride {
+    /// `Some(url)` replaces the URL (`""` = no webhook); `None` keeps the file's.
+    pub url: Option<String>,
+    /// Replaces the command list.
+    pub commands: Option<Vec<String>>,
+    /// Replaces the token (`""` = none).
+    pub token: Option<String>,
+    /// Whether the token is used.
+    pub token_enabled: Option<bool>,
+}
+
+/// The outbox operations of a backend. Writes go through the backend's single writer.
+pub trait Outbox: Send + Sync + 'static {
+    /// Every pending event, oldest first (at start-up).
+    fn load_pending(&self) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Records attempts and the resulting event states in one transaction.
+    fn record(&self, batch: Vec<AttemptRecord>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Lists an app's events, newest first.
+    fn list_events(&self, app: AppId, filter: EventFilter) -> BoxFuture<'_, StoreResult<Vec<EventRow>>>;
+    /// Lists an event's attempts, oldest first; `None` when the app has no such event.
+    fn list_attempts(&self, app: AppId, event_id: i64) -> BoxFuture<'_, StoreResult<Option<Vec<AttemptRow>>>>;
+    /// Puts delivered or dead events back to pending: one event, or every dead event created in a time
+    /// range. Returns the requeued events.
+    fn requeue(&self, app: AppId, which: Requeue) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Deletes delivered events (and their attempts) older than `before_ms`; returns how many.
+    fn purge_delivered(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Stored webhook overrides of every app.
+    fn load_overrides(&self) -> BoxFuture<'_, StoreResult<Vec<(AppId, WebhookOverride)>>>;
+    /// Stores an app's override.
+    fn save_override(&self, app: AppId, o: WebhookOverride) -> BoxFuture<'_, StoreResult<()>>;
+}
+
+/// What [`Outbox::requeue`] puts back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// One event (delivered or dead).
+    One(i64),
+    /// Every dead event created in `[start_ms, end_ms)`.
+    DeadBetween(i64, i64),
+}

@@ -1,0 +1,474 @@
+//! The dispatcher: one task that owns every queue and decides what to send when.
+//!
+//! Events arrive from the store right after their commit (and from the outbox at start-up and on
+//! replay). They queue per (app, From_Account); a key has at most one attempt in flight, so one user's
+//! events reach the receiver in commit order while different users proceed in parallel. Each app
+//! (endpoint) has its own ready queue, in-flight cap and circuit breaker, so a slow or dead endpoint
+//! only ever holds its own events. Attempts run as their own tasks and report back; their records are
+//! written in batches by a recorder task, in the order they happened.
+
+use followd_graph::outbox::{AttemptRecord, EventState, Outbox, Outcome, StoredEvent};
+use followd_graph::AppId;
+use rand::Rng as _;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::breaker::Breaker;
+use crate::client::{webhook_id, AttemptResult, Clients};
+use crate::metrics::Metrics;
+use crate::{Endpoint, Endpoints};
+
+/// Most attempts in flight to one endpoint.
+pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 256;
+/// The longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
+/// Jitter applied to every retry delay: ±20 %.
+pub const JITTER: f64 = 0.2;
+
+type Key = (AppId, Arc<str>);
+
+/// What the dispatcher holds right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events not yet delivered or dead.
+    pub pending: usize,
+    /// Commit time of the oldest of them, ms.
+    pub oldest_created_ms: Option<i64>,
+    /// Attempts in flight.
+    pub in_flight: usize,
+}
+
+enum Msg {
+    Enqueue(Vec<StoredEvent>),
+    Done(Box<Done>),
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// An attempt's report back to the dispatcher.
+struct Done {
+    key: Key,
+    ev: StoredEvent,
+    ep: Arc<Endpoint>,
+    result: AttemptResult,
+}
+
+/// A handle to the running dispatcher.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher: loads pending events from the outbox, then takes committed events from
+    /// `committed` until `shutdown` turns true. The returned task ends after in-flight attempts have
+    /// finished (bounded by their timeouts) and their records are written.
+    pub async fn start(
+        outbox: Arc<dyn Outbox>,
+        endpoints: Arc<dyn Endpoints>,
+        committed: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow_like::Result<(Dispatcher, tokio::task::JoinHandle<()>)> {
+        let pending = outbox.load_pending().await?;
+        let clients = Clients::new().map_err(|e| anyhow_like::Error(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_loop(outbox, rec_rx));
+        tracing::info!(pending = pending.len(), "webhook dispatcher started");
+        let actor = Actor {
+            endpoints,
+            clients,
+            metrics,
+            me: tx.clone(),
+            records: rec_tx,
+            keys: HashMap::new(),
+            apps: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            in_flight: 0,
+        };
+        let handle = tokio::spawn(async move {
+            actor.run(rx, committed, pending, shutdown).await;
+            let _ = recorder.await;
+        });
+        Ok((Dispatcher { tx }, handle))
+    }
+
+    /// Queues events that were put back to pending (replay).
+    pub fn enqueue(&self, events: Vec<StoredEvent>) {
+        let _ = self.tx.send(Msg::Enqueue(events));
+    }
+
+    /// What the dispatcher holds right now.
+    pub async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Stats(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// A tiny error type so the crate does not need anyhow.
+pub mod anyhow_like {
+    /// A start-up failure.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct Error(pub String);
+    /// Start-up result.
+    pub type Result<T> = std::result::Result<T, Error>;
+    impl From<followd_graph::StoreError> for Error {
+        fn from(e: followd_graph::StoreError) -> Self {
+            Error(e.to_string())
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    /// In its app's ready queue.
+    Ready,
+    /// An attempt is out.
+    InFlight,
+    /// Waiting for a retry timer.
+    Waiting,
+}
+
+struct KeyQueue {
+    events: VecDeque<StoredEvent>,
+    state: KeyState,
+}
+
+#[derive(Default)]
+struct AppQueue {
+    ready: VecDeque<Key>,
+    in_flight: usize,
+    breaker: Breaker,
+    /// The URL the breaker's state belongs to; a new URL starts closed.
+    url: String,
+    probe_timer: bool,
+}
+
+enum Timer {
+    Key(Key),
+    Probe(AppId),
+}
+
+struct Actor {
+    endpoints: Arc<dyn Endpoints>,
+    clients: Clients,
+    metrics: Arc<Metrics>,
+    me: mpsc::UnboundedSender<Msg>,
+    records: mpsc::UnboundedSender<AttemptRecord>,
+    keys: HashMap<Key, KeyQueue>,
+    apps: HashMap<AppId, AppQueue>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_seq: u64,
+    in_flight: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut committed: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
+        pending: Vec<StoredEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut timer_payloads: HashMap<u64, Timer> = HashMap::new();
+        self.enqueue(pending, &mut timer_payloads);
+        let mut stopping = *shutdown.borrow();
+        let mut committed_open = true;
+        loop {
+            if stopping && self.in_flight == 0 {
+                break;
+            }
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            tokio::select! {
+                biased;
+                changed = shutdown.changed(), if !stopping => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        tracing::info!(in_flight = self.in_flight, "webhook dispatcher stopping");
+                    }
+                }
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m, stopping, &mut timer_payloads),
+                    None => break,
+                },
+                batch = committed.recv(), if committed_open => match batch {
+                    Some(events) => self.enqueue(events, &mut timer_payloads),
+                    None => committed_open = false,
+                },
+                () = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
+                        if t > now {
+                            break;
+                        }
+                        self.timers.pop();
+                        match timer_payloads.remove(&seq) {
+                            Some(Timer::Key(key)) => self.make_ready(key),
+                            Some(Timer::Probe(app)) => {
+                                if let Some(a) = self.apps.get_mut(&app) {
+                                    a.probe_timer = false;
+                                }
+                                if !stopping {
+                                    self.pump(app, &mut timer_payloads);
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                    if !stopping {
+                        let apps: Vec<AppId> = self.apps.keys().copied().collect();
+                        for app in apps {
+                            self.pump(app, &mut timer_payloads);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+
+    fn add_timer(&mut self, at: Instant, t: Timer, payloads: &mut HashMap<u64, Timer>) {
+        self.timer_seq += 1;
+        payloads.insert(self.timer_seq, t);
+        self.timers.push(Reverse((at, self.timer_seq)));
+    }
+
+    fn handle(&mut self, msg: Msg, stopping: bool, timers: &mut HashMap<u64, Timer>) {
+        match msg {
+            Msg::Enqueue(events) => self.enqueue(events, timers),
+            Msg::Stats(reply) => {
+                let pending = self.keys.values().map(|k| k.events.len()).sum();
+                let oldest = self.keys.values().filter_map(|k| k.events.front().map(|e| e.created_ms)).min();
+                let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight });
+            }
+            Msg::Done(done) => {
+                let Done { key, ev, ep, result } = *done;
+                self.in_flight -= 1;
+                if let Some(a) = self.apps.get_mut(&key.0) {
+                    a.in_flight -= 1;
+                    // A refusal by the SSRF guard says nothing about the receiver's health.
+                    if result.outcome != Outcome::Refused
+                        && a.url == ep.url
+                        && a.breaker.record(result.outcome == Outcome::Ok, Instant::now())
+                    {
+                        tracing::warn!(app = key.0, url = %ep.url, "webhook endpoint failing; circuit breaker open");
+                    }
+                }
+                self.metrics.attempt(result.outcome, result.duration.as_secs_f64());
+                self.finish(key.clone(), ev, &ep.schedule, result, timers);
+                if !stopping {
+                    self.pump(key.0, timers);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
+        let now = now_ms();
+        let mut touched = Vec::new();
+        for ev in events {
+            let key: Key = (ev.app, Arc::from(ev.from.as_str()));
+            let due = ev.next_at_ms;
+            let q = self.keys.entry(key.clone()).or_insert_with(|| KeyQueue { events: VecDeque::new(), state: KeyState::Waiting });
+            let was_empty = q.events.is_empty();
+            q.events.push_back(ev);
+            if was_empty {
+                if due > now {
+                    q.state = KeyState::Waiting;
+                    self.add_timer(Instant::now() + Duration::from_millis((due - now) as u64), Timer::Key(key.clone()), timers);
+                } else {
+                    self.make_ready(key.clone());
+                }
+            }
+            touched.push(key.0);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for app in touched {
+            self.pump(app, timers);
+        }
+    }
+
+    fn make_ready(&mut self, key: Key) {
+        if let Some(q) = self.keys.get_mut(&key) {
+            q.state = KeyState::Ready;
+            self.apps.entry(key.0).or_default().ready.push_back(key);
+        }
+    }
+
+    /// Starts as many attempts for `app` as its endpoint, in-flight cap and breaker allow.
+    fn pump(&mut self, app: AppId, timers: &mut HashMap<u64, Timer>) {
+        let endpoint = self.endpoints.endpoint(app);
+        loop {
+            let a = self.apps.entry(app).or_default();
+            if a.ready.is_empty() {
+                return;
+            }
+            let Some(ep) = endpoint.clone() else {
+                // Nowhere to send: the events die (they can be replayed once a webhook is set).
+                let key = a.ready.pop_front().expect("not empty");
+                self.give_up(key, "the app has no webhook URL configured", timers);
+                continue;
+            };
+            if a.url != ep.url {
+                a.url = ep.url.clone();
+                a.breaker = Breaker::default();
+            }
+            if a.in_flight >= MAX_IN_FLIGHT_PER_ENDPOINT {
+                return;
+            }
+            let now = Instant::now();
+            if !a.breaker.try_acquire(now) {
+                if let (Some(at), false) = (a.breaker.reopens_at(), a.probe_timer) {
+                    a.probe_timer = true;
+                    self.add_timer(at, Timer::Probe(app), timers);
+                }
+                return;
+            }
+            let key = a.ready.pop_front().expect("not empty");
+            let Some(ev) = self.keys.get(&key).and_then(|q| q.events.front().cloned()) else { continue };
+            if !ep.subscriptions.wants(ev.command) {
+                self.give_up(key, "the app no longer subscribes to this command", timers);
+                continue;
+            }
+            self.apps.get_mut(&app).expect("created above").in_flight += 1;
+            self.keys.get_mut(&key).expect("looked up above").state = KeyState::InFlight;
+            self.in_flight += 1;
+            let (clients, me) = (self.clients.clone(), self.me.clone());
+            tokio::spawn(async move {
+                let result = clients.attempt(&ep, &ev).await;
+                let _ = me.send(Msg::Done(Box::new(Done { key, ev, ep, result })));
+            });
+        }
+    }
+
+    /// Marks the head event of `key` dead without an attempt, and moves on to the next.
+    fn give_up(&mut self, key: Key, why: &str, timers: &mut HashMap<u64, Timer>) {
+        let Some(q) = self.keys.get_mut(&key) else { return };
+        let Some(ev) = q.events.front().cloned() else { return };
+        let result = AttemptResult {
+            outcome: Outcome::Refused,
+            status: None,
+            duration: Duration::ZERO,
+            error: Some(why.to_owned()),
+            response: None,
+            retry_after: None,
+            at_ms: now_ms(),
+        };
+        q.state = KeyState::InFlight;
+        self.finish(key, ev, &[], result, timers);
+    }
+
+    /// Applies an attempt's result: record it, then deliver the next event, retry later, or give up.
+    fn finish(&mut self, key: Key, ev: StoredEvent, schedule: &[Duration], r: AttemptResult, timers: &mut HashMap<u64, Timer>) {
+        let retries = ev.retries + 1;
+        let (state, delay) = if r.outcome == Outcome::Ok {
+            (EventState::Delivered, None)
+        } else if r.outcome == Outcome::Refused || ev.retries as usize >= schedule.len() {
+            (EventState::Dead, None)
+        } else {
+            let delay = match r.retry_after {
+                Some(ra) => ra.min(MAX_RETRY_AFTER),
+                None => jitter(schedule[ev.retries as usize]),
+            };
+            (EventState::Pending, Some(delay))
+        };
+        let next_at_ms = r.at_ms + delay.map_or(0, |d| d.as_millis() as i64);
+        let webhook_id = webhook_id(ev.id);
+        match state {
+            EventState::Delivered => tracing::debug!(event = %webhook_id, app = ev.app, ms = r.duration.as_millis() as u64, "delivered"),
+            EventState::Dead => {
+                self.metrics.dead.inc();
+                tracing::warn!(event = %webhook_id, app = ev.app, outcome = r.outcome.as_str(), error = r.error.as_deref().unwrap_or(""), "webhook event dead");
+            }
+            EventState::Pending => tracing::info!(
+                event = %webhook_id, app = ev.app, outcome = r.outcome.as_str(), error = r.error.as_deref().unwrap_or(""),
+                retry_in_ms = delay.map_or(0, |d| d.as_millis() as u64), "webhook attempt failed; will retry"
+            ),
+        }
+        let _ = self.records.send(AttemptRecord {
+            event_id: ev.id,
+            at_ms: r.at_ms,
+            duration_us: r.duration.as_micros() as i64,
+            status: r.status,
+            outcome: r.outcome,
+            error: r.error,
+            response: r.response,
+            state,
+            retries,
+            next_at_ms,
+        });
+        let Some(q) = self.keys.get_mut(&key) else { return };
+        match delay {
+            Some(d) => {
+                if let Some(head) = q.events.front_mut() {
+                    head.retries = retries;
+                    head.next_at_ms = next_at_ms;
+                }
+                q.state = KeyState::Waiting;
+                self.add_timer(Instant::now() + d, Timer::Key(key), timers);
+            }
+            None => {
+                q.events.pop_front();
+                if q.events.is_empty() {
+                    self.keys.remove(&key);
+                } else {
+                    self.make_ready(key);
+                }
+            }
+        }
+    }
+}
+
+/// `d` ± 20 %.
+fn jitter(d: Duration) -> Duration {
+    let f = rand::rng().random_range(1.0 - JITTER..=1.0 + JITTER);
+    d.mul_f64(f)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes attempt records in order, each write taking everything that queued up meanwhile.
+async fn record_loop(outbox: Arc<dyn Outbox>, mut rx: mpsc::UnboundedReceiver<AttemptRecord>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        let n = batch.len();
+        if let Err(e) = outbox.record(batch).await {
+            tracing::error!(error = %e, records = n, "could not write the delivery log; the events stay pending and will be sent again after a restart");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_20_percent() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_secs(10)).as_secs_f64();
+            assert!((8.0..=12.0).contains(&d), "{d}");
+        }
+    }
+}
