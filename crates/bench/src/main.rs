@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod webhooks;
+
 const APP: u64 = 1400000000;
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-const ADMIN: &str = "administrator";
+pub(crate) const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub(crate) const ADMIN: &str = "administrator";
 
 #[derive(Parser)]
 #[command(name = "followd-bench", about = "Benchmarks a real followd server over loopback HTTP")]
@@ -48,6 +50,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Webhook delivery: throughput against a raw client, latency, isolation from hanging endpoints.
+    Webhooks {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+        /// Events in the backlog that is drained.
+        #[arg(long, default_value_t = 200_000)]
+        backlog: u64,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -60,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
+        Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
         None => rt.block_on(bench(cli)),
     }
 }
@@ -79,12 +91,12 @@ async fn echo_server(listen: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Child {
-    proc: tokio::process::Child,
-    addr: String,
+pub(crate) struct Child {
+    pub(crate) proc: tokio::process::Child,
+    pub(crate) addr: String,
 }
 
-async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Child> {
+pub(crate) async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Child> {
     let mut proc = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().context("starting a child process")?;
     let mut lines = BufReader::new(proc.stderr.take().unwrap()).lines();
     let addr = loop {
@@ -97,23 +109,23 @@ async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Child> {
     Ok(Child { proc, addr })
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-struct Target {
-    http: reqwest::Client,
-    base: String,
-    query: String,
+pub(crate) struct Target {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) query: String,
 }
 
 impl Target {
-    fn url(&self, api: &str) -> String {
+    pub(crate) fn url(&self, api: &str) -> String {
         format!("{}/v4/{api}?{}", self.base, self.query)
     }
 
-    async fn call(&self, api: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, api: &str, body: &Value) -> anyhow::Result<Value> {
         let r: Value = self.http.post(self.url(api)).body(body.to_string()).send().await?.json().await?;
         if r["ActionStatus"] != "OK" {
             bail!("{api} refused: {r}");
@@ -124,14 +136,14 @@ impl Target {
 
 /// The outcome of one load phase.
 #[derive(Clone, Copy)]
-struct Phase {
-    requests: u64,
-    units: u64,
-    secs: f64,
+pub(crate) struct Phase {
+    pub(crate) requests: u64,
+    pub(crate) units: u64,
+    pub(crate) secs: f64,
 }
 
 impl Phase {
-    fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.secs
     }
     fn ups(&self) -> f64 {
@@ -141,7 +153,7 @@ impl Phase {
 
 /// Drives `conns` concurrent request loops for `dur` (or until `limit` requests); `make(i)` builds
 /// request i as (url, body); `units(resp)` counts what the response achieved.
-async fn drive(
+pub(crate) async fn drive(
     http: &reqwest::Client,
     conns: usize,
     dur: Duration,
@@ -182,7 +194,7 @@ async fn drive(
     Ok(Phase { requests, units: total, secs: start.elapsed().as_secs_f64() })
 }
 
-fn ok_items(r: &Value) -> u64 {
+pub(crate) fn ok_items(r: &Value) -> u64 {
     r["ResultItem"].as_array().map_or(0, |a| a.iter().filter(|i| i["ResultCode"] == 0).count() as u64)
 }
 
@@ -190,11 +202,11 @@ fn one(_: &Value) -> u64 {
     1
 }
 
-fn user(i: u64) -> String {
+pub(crate) fn user(i: u64) -> String {
     format!("u{i:07}")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -214,12 +226,18 @@ async fn latency(t: &Target, api: &str, body: &Value, n: usize) -> anyhow::Resul
     Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
 }
 
-async fn bench(cli: Cli) -> anyhow::Result<()> {
+fn server_binary(cli: &Cli) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let server_bin = cli.server.clone().unwrap_or_else(|| me.with_file_name("followd"));
     if !server_bin.exists() {
         bail!("{} not found: build it with `cargo build --release -p followd` or pass --server", server_bin.display());
     }
+    Ok(server_bin)
+}
+
+async fn bench(cli: Cli) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let server_bin = server_binary(&cli)?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("followd.toml");
     std::fs::write(
@@ -425,12 +443,12 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Imports users `from..to` through multiaccount_import, 100 a call.
-async fn import(t: &Arc<Target>, http: &reqwest::Client, conns: usize, from: u64, to: u64) -> anyhow::Result<()> {
+pub(crate) async fn import(t: &Arc<Target>, http: &reqwest::Client, conns: usize, from: u64, to: u64) -> anyhow::Result<()> {
     let url = t.url("im_open_login_svc/multiaccount_import");
     let calls = (to - from).div_ceil(100);
     let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {

@@ -134,7 +134,7 @@ impl Call<'_> {
             attempts: rows
                 .into_iter()
                 .map(|a| AttemptItem {
-                    attempt_id: a.id,
+                    attempt: a.id,
                     time: a.at_ms,
                     duration_us: a.duration_us,
                     http_status: a.status,
@@ -267,8 +267,8 @@ pub struct AttemptPage {
 
 #[derive(Serialize)]
 struct AttemptItem {
-    #[serde(rename = "AttemptId")]
-    attempt_id: i64,
+    #[serde(rename = "Attempt")]
+    attempt: i64,
     #[serde(rename = "Time")]
     time: i64,
     #[serde(rename = "DurationUs")]

@@ -150,7 +150,7 @@ pub struct EventRow {
 /// An attempt as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRow {
-    /// Attempt id.
+    /// The attempt's number for its event, from 1.
     pub id: i64,
     /// When, ms.
     pub at_ms: i64,

@@ -123,8 +123,15 @@ impl Clients {
         let secs = now.as_secs();
         let signature = ep.token.as_deref().map(|t| (sign::tencent_sign(t, secs), secs));
         let query = webhook::query(ev.app, ev.command, &ev.client_ip, ev.platform, signature.as_ref().map(|(s, t)| (s.as_str(), *t)));
-        let url = webhook::url_with_query(&ep.url, &query);
-        if let Err(e) = self.check_literal(ep, &url) {
+        let url = match reqwest::Url::parse(&webhook::url_with_query(&ep.url, &query)) {
+            Ok(u) => u,
+            Err(e) => {
+                r.outcome = Outcome::Refused;
+                r.error = Some(format!("invalid webhook URL: {e}"));
+                return r;
+            }
+        };
+        if let (false, Err(e)) = (ep.allow_private, check_literal(&url)) {
             r.outcome = Outcome::Refused;
             r.error = Some(e);
             return r;
@@ -140,7 +147,7 @@ impl Clients {
         }
         let client = if ep.allow_private { &self.open } else { &self.guarded };
         let send = async {
-            let mut resp = client.post(&url).headers(headers).body(ev.body.clone()).send().await?;
+            let mut resp = client.post(url).headers(headers).body(ev.body.clone()).send().await?;
             let status = resp.status();
             let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
             let mut body = Vec::new();
@@ -180,23 +187,19 @@ impl Clients {
         r.duration = start.elapsed();
         r
     }
+}
 
-    /// Refuses a URL whose host is a non-public IP literal (a resolver is not asked for those).
-    fn check_literal(&self, ep: &Endpoint, url: &str) -> Result<(), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid webhook URL: {e}"))?;
-        if ep.allow_private {
-            return Ok(());
-        }
-        let ip = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            _ => return Ok(()),
-        };
-        if is_public(ip) {
-            Ok(())
-        } else {
-            Err(Refused(ip.to_string()).to_string())
-        }
+/// Refuses a URL whose host is a non-public IP literal (a resolver is not asked for those).
+fn check_literal(url: &reqwest::Url) -> Result<(), String> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        _ => return Ok(()),
+    };
+    if is_public(ip) {
+        Ok(())
+    } else {
+        Err(Refused(ip.to_string()).to_string())
     }
 }
 

@@ -83,19 +83,20 @@ CREATE TABLE IF NOT EXISTS events (
     updated_ms   INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT
 );
-CREATE INDEX IF NOT EXISTS events_by_state ON events(state, created_ms);
+-- Only events that are not delivered: a delivery removes its entry instead of moving it.
+CREATE INDEX IF NOT EXISTS events_open ON events(state, created_ms) WHERE state != 1;
 CREATE INDEX IF NOT EXISTS events_by_app ON events(app, id);
 CREATE TABLE IF NOT EXISTS attempts (
-    id          INTEGER PRIMARY KEY,
     event_id    INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
     at_ms       INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
     status      INTEGER,
     outcome     TEXT    NOT NULL,
     error       TEXT,
-    response    TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_by_event ON attempts(event_id);
+    response    TEXT,
+    PRIMARY KEY (event_id, n)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhook_overrides (
     app           INTEGER PRIMARY KEY,
     url           TEXT,
@@ -139,6 +140,7 @@ type Job = Box<dyn FnOnce(&mut SqliteWriteTx<'_>) -> Completion + Send>;
 pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<ReadPool>,
     hooks: CommitHooks,
 }
@@ -163,7 +165,8 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -131072; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -16384; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
@@ -177,9 +180,11 @@ impl SqliteStore {
                 Writer { conn, ids: HashMap::new(), names: HashMap::new(), last_key: last_key.unwrap_or(0), hooks: writer_hooks }.run(rx)
             })
             .map_err(StoreError::database)?;
+        let checkpointer = start_checkpointer(&path)?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
             hooks,
         })
@@ -200,6 +205,10 @@ impl SqliteStore {
         self.jobs.lock().take();
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
+        }
+        if let Some((stop, t)) = self.checkpointer.lock().take() {
+            drop(stop);
+            let _ = t.join();
         }
     }
 
@@ -276,6 +285,28 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Closed)?
         })
     }
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Checkpoints the WAL from its own thread and connection, so the writer never stalls on the copy
+/// and its fsync (SQLite's automatic checkpoint would run inside a committing writer).
+fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(db_err)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("followd-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(StoreError::database)?;
+    Ok((stop, t))
 }
 
 struct ReadPool {
