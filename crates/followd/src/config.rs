@@ -322,9 +322,9 @@ secret_key = "{secret_key}"
 admins = ["administrator"]
 max_following = 5000
 
+# Webhooks: uncomment to send them to `followd listen` on this machine (applied within a second).
 # [apps.webhook]
 # url = "http://127.0.0.1:9000/imcallback"
-# commands = ["Follow.CallbackAfterFollowAdd", "Follow.CallbackAfterFollowDelete"]
 # allow_private_destinations = true
 "#
     )

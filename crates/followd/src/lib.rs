@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod listen;
 pub mod metrics;
 pub mod reply;
 pub mod rest;

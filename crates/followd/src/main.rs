@@ -40,12 +40,43 @@ enum Command {
         #[arg(long, default_value_t = followd_protocol::usersig::DEFAULT_EXPIRE_SECS)]
         expire: u64,
     },
+    /// Receive webhooks locally: verify, answer OK, print one JSON line per webhook on stdout.
+    Listen {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// The app whose webhooks are accepted.
+        #[arg(long)]
+        sdkappid: u64,
+        /// Require Sign/RequestTime made with this token.
+        #[arg(long)]
+        token: Option<String>,
+        /// Require a Standard Webhooks signature made with this secret.
+        #[arg(long)]
+        signing_secret: Option<String>,
+        /// Pass accepted webhooks on, unchanged, to this URL (its answer is relayed).
+        #[arg(long)]
+        forward: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Listen { listen, sdkappid, token, signing_secret, forward } => {
+            let mut verifier = followd_receiver::Verifier::new(sdkappid);
+            if let Some(t) = token {
+                verifier = verifier.token(t);
+            }
+            if let Some(s) = signing_secret {
+                verifier = verifier.signing_secret(s);
+            }
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("--listen: cannot bind {listen}"))?;
+                followd::listen::run(listener, verifier, forward, shutdown_signal()).await
+            })
+        }
         Command::Usersig { config, sdkappid, identifier, expire } => {
             let c = Config::load(&config)?;
             let app = match sdkappid {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::admin;
 use crate::auth::{client_ip, App, UrlParams};
 use crate::body::Body;
 use crate::reply::{envelope, ApiError, Family};
@@ -200,14 +201,14 @@ impl Call<'_> {
                 let users = body.object_users("CheckItem", "UserID", MAX_ACCOUNTS)?;
                 Reply::Accounts(self.account_check(users).await?)
             }
-            Api::SetCallback => Reply::Admin(to_raw(self.set_callback(body).await?)),
-            Api::GetCallback => Reply::Admin(to_raw(self.get_callback().await?)),
-            Api::SetCallbackToken => Reply::Admin(to_raw(self.set_callback_token(body).await?)),
-            Api::GetCallbackToken => Reply::Admin(to_raw(self.get_callback_token().await?)),
-            Api::ListEvents => Reply::Admin(to_raw(self.list_events(body).await?)),
-            Api::ListAttempts => Reply::Admin(to_raw(self.list_attempts(body).await?)),
-            Api::ReplayEvent => Reply::Admin(to_raw(self.replay(body, true).await?)),
-            Api::ReplayDead => Reply::Admin(to_raw(self.replay(body, false).await?)),
+            Api::SetCallback => Reply::Set(self.set_callback(body).await?),
+            Api::GetCallback => Reply::Callback(self.get_callback().await?),
+            Api::SetCallbackToken => Reply::Set(self.set_callback_token(body).await?),
+            Api::GetCallbackToken => Reply::Token(self.get_callback_token().await?),
+            Api::ListEvents => Reply::Events(self.list_events(body).await?),
+            Api::ListAttempts => Reply::Attempts(self.list_attempts(body).await?),
+            Api::ReplayEvent => Reply::Replayed(self.replay(body, true).await?),
+            Api::ReplayDead => Reply::Replayed(self.replay(body, false).await?),
         };
         Ok(v)
     }
@@ -411,24 +412,18 @@ pub enum Reply {
     Fail(FailAccounts),
     /// account_delete, account_check.
     Accounts(AccountItems),
-    /// The webhook admin API's answers.
-    Admin(AdminReply),
-}
-
-/// An admin API answer, serialised once in its own field order.
-pub struct AdminReply(serde_json::Map<String, serde_json::Value>);
-
-impl Serialize for AdminReply {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-fn to_raw<T: Serialize>(v: T) -> AdminReply {
-    match serde_json::to_value(v).expect("answers serialise") {
-        serde_json::Value::Object(m) => AdminReply(m),
-        _ => AdminReply(serde_json::Map::new()),
-    }
+    /// set_callback, set_callback_token.
+    Set(admin::Empty),
+    /// get_callback.
+    Callback(admin::Wrapped<admin::CallbackInfo>),
+    /// get_callback_token.
+    Token(admin::Wrapped<admin::TokenInfo>),
+    /// list_events.
+    Events(admin::EventPage),
+    /// list_attempts.
+    Attempts(admin::AttemptPage),
+    /// replay_event, replay_dead.
+    Replayed(admin::Replayed),
 }
 
 /// `{}`: no fields besides the envelope.

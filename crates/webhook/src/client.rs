@@ -67,7 +67,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 /// The SSRF guard's refusal, recognisable in a reqwest error's source chain.
 #[derive(Debug, thiserror::Error)]
-#[error("destination {0} resolves only to loopback, private, link-local or unspecified addresses")]
+#[error("destination {0} is, or resolves only to, loopback, private, link-local or unspecified addresses")]
 pub struct Refused(String);
 
 /// A resolver that returns only public addresses, so the address checked is the address connected to.

@@ -7,4 +7,5 @@ mod errors;
 mod helpers;
 mod model;
 mod receiver;
+mod receiving;
 mod webhooks;

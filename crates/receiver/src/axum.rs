@@ -1,0 +1,81 @@
+//! An axum router that verifies, dedupes and answers, calling your handler once per event.
+
+use ::axum::body::Bytes;
+use ::axum::extract::{RawQuery, State};
+use ::axum::http::{HeaderMap, StatusCode};
+use ::axum::response::{IntoResponse, Response};
+use ::axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{answer, Dedupe, Verifier, Webhook};
+
+/// How long [`webhook_router`] remembers webhook ids: longer than followd's default retry schedule.
+///
+/// ```
+/// assert_eq!(followd_receiver::axum::DEDUPE_TTL.as_secs(), 86_400);
+/// ```
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+struct Inner<H> {
+    verifier: Verifier,
+    dedupe: Dedupe,
+    handler: H,
+}
+
+/// A router that accepts webhooks on any path with `POST`.
+///
+/// Each request is verified with `verifier` (a refusal is answered `401`/`400` with a FAIL body and
+/// never reaches the handler); a `webhook-id` seen in the last 24 hours is answered OK without calling
+/// the handler again; otherwise `handler` runs and its `Ok` is answered `200` with the OK body, its
+/// `Err(reason)` with `500` and a FAIL body, so the sender retries.
+///
+/// ```no_run
+/// use followd_receiver::{axum::webhook_router, Verifier};
+/// # async fn run() {
+/// let app = webhook_router(Verifier::new(1400000000), |hook| async move {
+///     println!("{:?}", hook.event);
+///     Ok(())
+/// });
+/// # let _: axum::Router = app;
+/// # }
+/// ```
+pub fn webhook_router<H, F>(verifier: Verifier, handler: H) -> Router
+where
+    H: Fn(Webhook) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let inner = Arc::new(Inner { verifier, dedupe: Dedupe::new(DEDUPE_TTL), handler });
+    Router::new().fallback(::axum::routing::post(receive::<H, F>)).with_state(inner)
+}
+
+async fn receive<H, F>(State(inner): State<Arc<Inner<H>>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response
+where
+    H: Fn(Webhook) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let hook = match inner.verifier.verify(query.as_deref().unwrap_or(""), &headers, &body) {
+        Ok(h) => h,
+        Err(r) => return json(StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED), r.answer()),
+    };
+    let id = hook.webhook_id.clone();
+    if let Some(id) = &id {
+        if !inner.dedupe.first_time(id) {
+            return json(StatusCode::OK, answer::OK.to_owned());
+        }
+    }
+    match (inner.handler)(hook).await {
+        Ok(()) => json(StatusCode::OK, answer::OK.to_owned()),
+        Err(reason) => {
+            if let Some(id) = &id {
+                inner.dedupe.forget(id);
+            }
+            json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, &reason))
+        }
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [("content-type", "application/json")], body).into_response()
+}
