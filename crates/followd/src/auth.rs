@@ -8,6 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{AppConfig, WebhookConfig};
 use crate::reply::{ApiError, Family};
@@ -55,6 +56,7 @@ pub struct App {
     pub limits: Limits,
     hook: RwLock<Hook>,
     rate: Option<RateLimiter>,
+    checks: ClientChecks,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             },
             hook: RwLock::new(Hook::new(c.webhook.clone(), WebhookOverride::default())),
             rate: c.rate_limit_per_second.filter(|&n| n > 0).map(RateLimiter::new),
+            checks: ClientChecks::new(c.client_check_calls, Duration::from_secs(c.client_check_window_secs)),
         }
     }
 
@@ -112,6 +115,18 @@ impl App {
         *h = Hook::new(file, h.over.clone());
     }
 
+    /// Counts one client `follow_check` of `user` against its limit (20 per 5 s by default); `60007` when over.
+    pub fn check_client_checks(&self, user: &str) -> Result<(), ApiError> {
+        if self.checks.allow(user, Instant::now()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                code::RATE_LIMITED,
+                format!("follow_check: more than {} calls in {} s", self.checks.calls, self.checks.window.as_secs()),
+            ))
+        }
+    }
+
     /// Counts one call to `api` against the app's rate limit; `60007` when over.
     pub fn check_rate(&self, api: &'static str, now: u64) -> Result<(), ApiError> {
         match &self.rate {
@@ -140,6 +155,40 @@ impl Hook {
 impl Endpoints for Apps {
     fn endpoint(&self, app: u64) -> Option<Arc<Endpoint>> {
         self.apps.get(&app).and_then(|a| a.endpoint())
+    }
+}
+
+/// A token bucket per user for the client API's `follow_check`: `calls` per `window`.
+struct ClientChecks {
+    calls: u32,
+    window: Duration,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl ClientChecks {
+    fn new(calls: u32, window: Duration) -> Self {
+        ClientChecks { calls, window, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    fn allow(&self, user: &str, now: Instant) -> bool {
+        if self.calls == 0 {
+            return true;
+        }
+        let rate = self.calls as f64 / self.window.as_secs_f64().max(0.001);
+        let mut b = self.buckets.lock();
+        if b.len() > 100_000 {
+            // Full buckets carry no information: forget them.
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < self.calls as f64);
+        }
+        let (tokens, at) = b.entry(user.to_owned()).or_insert((self.calls as f64, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.calls as f64);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -267,6 +316,17 @@ mod tests {
         assert_eq!(client_ip(other, Some("203.0.113.9"), &trusted).to_string(), "192.0.2.1");
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted).to_string(), "10.1.2.3");
         assert_eq!(client_ip(proxy, None, &trusted).to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn client_checks_allow_a_burst_then_refill() {
+        let c = ClientChecks::new(20, Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert!((0..20).all(|_| c.allow("u", t0)));
+        assert!(!c.allow("u", t0));
+        assert!(c.allow("v", t0), "per user");
+        assert!(c.allow("u", t0 + Duration::from_millis(260)), "one call refills every 250 ms");
+        assert!(!c.allow("u", t0 + Duration::from_millis(260)));
     }
 
     #[test]

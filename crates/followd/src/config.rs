@@ -56,6 +56,12 @@ pub struct AppConfig {
     /// How many mutual follows one user may have (`32102`/`32103`); absent or 0 means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mutual: Option<u64>,
+    /// Client-API `follow_check` calls one user may make per `client_check_window_secs` (the SDK's 20 per 5 s); 0 = no limit.
+    #[serde(default = "default_client_check_calls")]
+    pub client_check_calls: u32,
+    /// The window of `client_check_calls`.
+    #[serde(default = "default_client_check_window")]
+    pub client_check_window_secs: u64,
     /// Calls per second allowed to each REST API of this app; absent or 0 means off (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<u32>,
@@ -101,6 +107,12 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_durability() -> String {
     "process".into()
+}
+fn default_client_check_calls() -> u32 {
+    20
+}
+fn default_client_check_window() -> u64 {
+    5
 }
 fn default_retention_hours() -> u64 {
     168
@@ -229,6 +241,9 @@ impl Config {
             }
             if a.secret_key.is_empty() {
                 bail!("{at}.secret_key: must not be empty");
+            }
+            if a.client_check_window_secs == 0 {
+                bail!("{at}.client_check_window_secs: must be at least 1");
             }
             if a.admins.is_empty() {
                 bail!("{at}.admins: at least one admin UserID is needed");

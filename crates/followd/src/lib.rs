@@ -6,8 +6,10 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod listen;
+pub mod live;
 pub mod metrics;
 pub mod reply;
 pub mod rest;
@@ -59,6 +61,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::ServerMetrics>,
+    /// Connected WebSocket clients.
+    pub live: Arc<live::Live>,
     /// Trusted proxies for `ClientIP`.
     pub proxies: Vec<ipnet::IpNet>,
     boot: u32,
@@ -76,11 +80,21 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v4/{service}/{command}", any(rest::handle))
+        .route("/v1/client/follow/{command}", any(client::follow))
+        .route("/v1/client/events", get(client::events))
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::handle))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The OpenAPI 3 document of the client and admin APIs (checked against the routes by the tests).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn fallback(uri: Uri) -> Response {
@@ -112,6 +126,7 @@ pub async fn run(
     config.validate()?;
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let hooks = CommitHooks { events: Some(events_tx), ..CommitHooks::default() };
+    let changes = hooks.changes.subscribe();
     let store = open_store(&config, hooks)?;
     let outbox: Arc<dyn Outbox> = store.clone();
     let apps = Arc::new(Apps::new(&config.apps));
@@ -124,7 +139,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (dispatcher, delivery) =
         Dispatcher::start(outbox.clone(), apps.clone(), events_rx, metrics.webhook.clone(), stop_rx.clone()).await?;
+    let live = Arc::new(live::Live::default());
+    tokio::spawn(live::fan_out(live.clone(), store.clone(), changes));
     let state = Arc::new(AppState {
+        live,
         apps: apps.clone(),
         store: store.clone(),
         outbox: outbox.clone(),

@@ -55,28 +55,39 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every API, in the order of the documentation.
+    pub const ALL: [Api; 17] = [
+        Api::FollowAdd,
+        Api::FollowDelete,
+        Api::FollowCheck,
+        Api::FollowGet,
+        Api::FollowGetInfo,
+        Api::AccountImport,
+        Api::MultiaccountImport,
+        Api::AccountDelete,
+        Api::AccountCheck,
+        Api::SetCallback,
+        Api::GetCallback,
+        Api::SetCallbackToken,
+        Api::GetCallbackToken,
+        Api::ListEvents,
+        Api::ListAttempts,
+        Api::ReplayEvent,
+        Api::ReplayDead,
+    ];
+
     /// Resolves `/v4/{service}/{command}`.
     pub fn resolve(service: &str, command: &str) -> Option<Api> {
-        Some(match (service, command) {
-            ("follow", "follow_add") => Api::FollowAdd,
-            ("follow", "follow_delete") => Api::FollowDelete,
-            ("follow", "follow_check") => Api::FollowCheck,
-            ("follow", "follow_get") => Api::FollowGet,
-            ("follow", "follow_get_info") => Api::FollowGetInfo,
-            ("im_open_login_svc", "account_import") => Api::AccountImport,
-            ("im_open_login_svc", "multiaccount_import") => Api::MultiaccountImport,
-            ("im_open_login_svc", "account_delete") => Api::AccountDelete,
-            ("im_open_login_svc", "account_check") => Api::AccountCheck,
-            ("callback_config", "set_callback") => Api::SetCallback,
-            ("callback_config", "get_callback") => Api::GetCallback,
-            ("callback_config", "set_callback_token") => Api::SetCallbackToken,
-            ("callback_config", "get_callback_token") => Api::GetCallbackToken,
-            ("callback_config", "list_events") => Api::ListEvents,
-            ("callback_config", "list_attempts") => Api::ListAttempts,
-            ("callback_config", "replay_event") => Api::ReplayEvent,
-            ("callback_config", "replay_dead") => Api::ReplayDead,
-            _ => return None,
-        })
+        Api::ALL.into_iter().find(|a| a.service() == service && a.name() == command)
+    }
+
+    /// The service word of the URL.
+    pub fn service(self) -> &'static str {
+        match self.family() {
+            Family::Follow => "follow",
+            Family::Account => "im_open_login_svc",
+            Family::Config => "callback_config",
+        }
     }
 
     /// The command word (for logs, metrics and rate limits).
@@ -99,6 +110,18 @@ impl Api {
             Api::ListAttempts => "list_attempts",
             Api::ReplayEvent => "replay_event",
             Api::ReplayDead => "replay_dead",
+        }
+    }
+
+    /// The name used in metrics for the client API's variant of a command.
+    pub fn client_name(self) -> &'static str {
+        match self {
+            Api::FollowAdd => "client_follow_add",
+            Api::FollowDelete => "client_follow_delete",
+            Api::FollowCheck => "client_follow_check",
+            Api::FollowGet => "client_follow_get",
+            Api::FollowGetInfo => "client_follow_get_info",
+            other => other.name(),
         }
     }
 
@@ -141,7 +164,7 @@ pub async fn handle(
         let body = Body::parse(&body, family)?;
         let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         let origin = Origin { client_ip: client_ip(peer, xff, &st.proxies).to_string(), platform: OptPlatform::RestApi };
-        let cx = Call { st: &st, app: &app, request_id: &request_id, family };
+        let cx = Call { st: &st, app: &app, request_id: &request_id, family, caller: Caller::Admin };
         cx.dispatch(api, &body, origin).await
     }
     .await;
@@ -162,32 +185,61 @@ pub struct Call<'a> {
     pub request_id: &'a str,
     /// Error family.
     pub family: Family,
+    /// Who is calling.
+    pub caller: Caller,
 }
 
+/// Who is calling, which decides whose `From_Account` may be used.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// An app admin on the REST API: any `From_Account`.
+    Admin,
+    /// An end user on the client API: only itself; `From_Account` may be omitted.
+    User(UserId),
+}
+
+/// Most entries of one follow_get page on the client API (the SDK's limit).
+pub const MAX_CLIENT_WANT_NUM: u64 = 500;
+
 impl Call<'_> {
-    async fn dispatch(&self, api: Api, body: &Body, origin: Origin) -> Result<Reply, ApiError> {
+    /// `From_Account` of the body, as the caller may use it (`30004` when a user acts for another).
+    fn acting_account(&self, body: &Body) -> Result<UserId, ApiError> {
+        match &self.caller {
+            Caller::Admin => body.user("From_Account"),
+            Caller::User(me) => match body.opt_user("From_Account")? {
+                None => Ok(me.clone()),
+                Some(u) if &u == me => Ok(u),
+                Some(u) => Err(ApiError::new(code::FOLLOW_NOT_ADMIN, format!("{me} cannot act for {u}"))),
+            },
+        }
+    }
+
+    /// Runs one API for this caller.
+    pub(crate) async fn dispatch(&self, api: Api, body: &Body, origin: Origin) -> Result<Reply, ApiError> {
         let v = match api {
             Api::FollowAdd => {
-                let from = body.user("From_Account")?;
+                let from = self.acting_account(body)?;
                 let targets = body.object_users("FollowItem", "To_Account", MAX_WRITE_TARGETS)?;
                 Reply::Items(self.follow_add(from, targets, origin).await?)
             }
             Api::FollowDelete => {
-                let from = body.user("From_Account")?;
+                let from = self.acting_account(body)?;
                 let targets = body.users("To_Account", MAX_WRITE_TARGETS)?;
                 Reply::Items(self.follow_delete(from, targets, origin).await?)
             }
             Api::FollowCheck => {
-                let from = body.user("From_Account")?;
+                let from = self.acting_account(body)?;
                 let targets = body.users("To_Account", MAX_CHECK_TARGETS)?;
                 Reply::Check(self.follow_check(from, targets).await?)
             }
             Api::FollowGet => {
-                let (from, kind, cursor, want) = parse_follow_get(body, MAX_WANT_NUM)?;
+                let from = self.acting_account(body)?;
+                let max = if matches!(self.caller, Caller::Admin) { MAX_WANT_NUM } else { MAX_CLIENT_WANT_NUM };
+                let (kind, cursor, want) = parse_follow_get(body, max)?;
                 Reply::Page(self.follow_get(from, kind, cursor, want).await?)
             }
             Api::FollowGetInfo => {
-                let from = body.user("From_Account")?;
+                let from = self.acting_account(body)?;
                 let targets = body.users("To_Account", MAX_WRITE_TARGETS)?;
                 Reply::Info(self.follow_get_info(from, targets).await?)
             }
@@ -369,10 +421,10 @@ impl Call<'_> {
     }
 }
 
-/// Parses follow_get's body; `max_want` is 1000 for REST and 500 for the client API.
-pub fn parse_follow_get(body: &Body, max_want: u64) -> Result<(UserId, ListKind, Option<Cursor>, usize), ApiError> {
+/// Parses follow_get's body (all but `From_Account`); `max_want` is 1000 for REST and 500 for the
+/// client API.
+pub fn parse_follow_get(body: &Body, max_want: u64) -> Result<(ListKind, Option<Cursor>, usize), ApiError> {
     let invalid = |m: String| ApiError::new(code::FOLLOW_INVALID_PARAM, m);
-    let from = body.user("From_Account")?;
     let kind = body.opt_u64("FollowType")?.ok_or_else(|| invalid("FollowType is required (1 fans, 2 following, 3 mutual)".into()))?;
     let kind =
         ListKind::from_wire(kind).ok_or_else(|| invalid(format!("FollowType {kind} is not 1 (fans), 2 (following) or 3 (mutual)")))?;
@@ -382,7 +434,7 @@ pub fn parse_follow_get(body: &Body, max_want: u64) -> Result<(UserId, ListKind,
         Some(n) if n > max_want => return Err(invalid(format!("WantNum {n} is over the limit of {max_want}"))),
         Some(n) => n,
     };
-    Ok((from, kind, cursor, want as usize))
+    Ok((kind, cursor, want as usize))
 }
 
 fn profile_field(body: &Body, key: &str) -> Result<Option<String>, ApiError> {

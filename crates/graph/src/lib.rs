@@ -238,6 +238,8 @@ pub trait ReadView {
     fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool>;
     /// Stored counters.
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
+    /// A user's profile, if imported.
+    fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>>;
     /// Up to `limit` entries of a list, newest first, strictly after `after`.
     fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>>;
 }

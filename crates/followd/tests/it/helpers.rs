@@ -23,8 +23,14 @@ pub fn sig(key: &str, app: u64, identifier: &str) -> String {
 
 /// The two-app config every test server starts from; the extras are appended to each app's table.
 pub fn config_text(extra_a: &str, extra_b: &str) -> String {
+    config_text_with_top("", extra_a, extra_b)
+}
+
+/// [`config_text`] with top-level keys first.
+pub fn config_text_with_top(top: &str, extra_a: &str, extra_b: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
+{top}
 [[apps]]
 sdkappid = {APP_A}
 secret_key = "{KEY_A}"
@@ -56,8 +62,12 @@ pub async fn spawn() -> Server {
 }
 
 pub async fn spawn_with(extra_a: &str, extra_b: &str) -> Server {
+    spawn_with_top("", extra_a, extra_b).await
+}
+
+pub async fn spawn_with_top(top: &str, extra_a: &str, extra_b: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::from_toml(&config_text(extra_a, extra_b), dir.path()).unwrap();
+    let config = Config::from_toml(&config_text_with_top(top, extra_a, extra_b), dir.path()).unwrap();
     start(config, dir).await
 }
 

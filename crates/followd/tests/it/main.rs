@@ -2,10 +2,12 @@
 //! temp dir, driven over HTTP; the crash test drives the real binary; the model test drives the store.
 
 mod api;
+mod client;
 mod crash;
 mod errors;
 mod helpers;
 mod model;
+mod openapi;
 mod receiver;
 mod receiving;
 mod webhooks;

@@ -709,6 +709,16 @@ impl ReadView for SqliteReadView<'_> {
         })
     }
 
+    fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>> {
+        self.guard(|c| {
+            c.prepare_cached("SELECT nick, face_url, profile_seq FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .query_row(params![app as i64, user.as_str()], |r| {
+                    Ok(Profile { nick: r.get(0)?, face_url: r.get(1)?, sequence: r.get(2)? })
+                })
+                .optional()
+        })
+    }
+
     fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool> {
         self.guard(|c| c.prepare_cached("SELECT 1 FROM edges WHERE src = ?1 AND dst = ?2")?.exists([src, dst]))
     }

@@ -1,0 +1,125 @@
+//! The client API for end users: `/v1/client/follow/*` with the user's own UserSig, and live
+//! notifications on `/v1/client/events` (a WebSocket).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use followd_graph::Origin;
+use followd_protocol::{code, OptPlatform, UserId};
+use futures_util::{SinkExt as _, StreamExt as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{client_ip, UrlParams};
+use crate::body::Body;
+use crate::reply::{envelope, ApiError, Family};
+use crate::rest::{Api, Call, Caller};
+use crate::{now_secs, AppState};
+
+/// How long a notification may take to write before the client counts as too slow.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The platform a client declares in `X-Client-Platform`; anything unknown (or `RESTAPI`) is `Unknown`.
+pub fn platform(headers: &HeaderMap) -> OptPlatform {
+    match headers.get("x-client-platform").and_then(|v| v.to_str().ok()).map(OptPlatform::parse) {
+        Some(OptPlatform::RestApi) | None => OptPlatform::Unknown,
+        Some(p) => p,
+    }
+}
+
+fn parse_user(identifier: &str) -> Result<UserId, ApiError> {
+    UserId::parse(identifier).map_err(|e| ApiError::new(code::BAD_URL_PARAMS, format!("identifier: {e}")))
+}
+
+/// `POST /v1/client/follow/{command}`.
+pub async fn follow(
+    State(st): State<Arc<AppState>>,
+    Path(command): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = st.next_request_id();
+    let started = std::time::Instant::now();
+    let Some(api) = Api::resolve("follow", &command) else {
+        let e = ApiError::new(code::BAD_URL, format!("unknown client API {command}"));
+        return envelope::<()>(Family::Follow, &request_id, Err(e));
+    };
+    let result = async {
+        if method != Method::POST {
+            return Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"));
+        }
+        let body = body.map_err(|e| ApiError::new(code::HTTP_PARSE, format!("cannot read the request body: {e}")))?;
+        let now = now_secs();
+        let (app, identifier) = st.apps.authenticate(&UrlParams::parse(query.as_deref()), now)?;
+        let me = parse_user(&identifier)?;
+        app.check_rate(api.name(), now)?;
+        if api == Api::FollowCheck {
+            app.check_client_checks(me.as_str())?;
+        }
+        let body = Body::parse(&body, Family::Follow)?;
+        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let origin = Origin { client_ip: client_ip(peer, xff, &st.proxies).to_string(), platform: platform(&headers) };
+        let cx = Call { st: &st, app: &app, request_id: &request_id, family: Family::Follow, caller: Caller::User(me) };
+        cx.dispatch(api, &body, origin).await
+    }
+    .await;
+    st.metrics.request(api.client_name(), result.is_ok(), started.elapsed());
+    envelope(Family::Follow, &request_id, result)
+}
+
+/// `GET /v1/client/events`: upgrades to a WebSocket that pushes the caller's notifications.
+pub async fn events(
+    State(st): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let request_id = st.next_request_id();
+    let auth = st.apps.authenticate(&UrlParams::parse(query.as_deref()), now_secs()).and_then(|(app, id)| Ok((app, parse_user(&id)?)));
+    let (app, me) = match auth {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = envelope::<()>(Family::Follow, &request_id, Err(e));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return (e.status(), e.body_text()).into_response(),
+    };
+    let sdkappid = app.sdkappid;
+    // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.
+    ws.read_buffer_size(1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(move |socket| session(socket, st, sdkappid, me))
+}
+
+async fn session(socket: WebSocket, st: Arc<AppState>, app: u64, me: UserId) {
+    let (id, mut queue) = st.live.register(app, me.as_str());
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        tokio::select! {
+            msg = queue.recv() => match msg {
+                Some(text) => match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.as_ref().into()))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                },
+                // The registry dropped this connection: the client did not keep up.
+                None => {
+                    let _ = sink.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1008, reason: "too slow".into() }))).await;
+                    break;
+                }
+            },
+            frame = incoming.next() => match frame {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    st.live.unregister(app, me.as_str(), id);
+}

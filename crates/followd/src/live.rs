@@ -1,0 +1,193 @@
+//! Live notifications for end users: the fan-out of protocol.md §3.8 over WebSockets.
+//!
+//! The store publishes every committed edge change; one task turns them into
+//! `FollowingListChanged` / `FollowersListChanged` / `MutualListChanged` messages for the users
+//! involved and hands each to that user's connections (several devices per user). Each connection
+//! has a small bounded queue: a client that does not keep up is dropped, never waited for.
+
+use followd_graph::{AppId, EdgeChange, Store};
+use followd_protocol::UserId;
+use parking_lot::RwLock;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+
+/// Messages queued per connection before it counts as too slow and is dropped.
+pub const QUEUE: usize = 64;
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+/// The registry of connected clients.
+#[derive(Default)]
+pub struct Live {
+    conns: RwLock<HashMap<AppId, HashMap<String, Vec<Conn>>>>,
+    count: AtomicUsize,
+    next: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// One notification, exactly as pushed to the client.
+#[derive(Serialize)]
+struct Message<'a> {
+    #[serde(rename = "Event")]
+    event: &'static str,
+    #[serde(rename = "IsAdd")]
+    is_add: bool,
+    #[serde(rename = "Users")]
+    users: &'a [UserInfo],
+}
+
+#[derive(Serialize, Clone)]
+struct UserInfo {
+    #[serde(rename = "UserID")]
+    user_id: String,
+    #[serde(rename = "Nick", skip_serializing_if = "Option::is_none")]
+    nick: Option<String>,
+}
+
+const FOLLOWING: &str = "FollowingListChanged";
+const FOLLOWERS: &str = "FollowersListChanged";
+const MUTUAL: &str = "MutualListChanged";
+
+impl Live {
+    /// Registers a connection of `user`; returns its id and the queue to read messages from.
+    pub fn register(&self, app: AppId, user: &str) -> (u64, mpsc::Receiver<Arc<str>>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.conns.write().entry(app).or_default().entry(user.to_owned()).or_default().push(Conn { id, tx });
+        self.count.fetch_add(1, Ordering::Relaxed);
+        (id, rx)
+    }
+
+    /// Removes a connection (idempotent).
+    pub fn unregister(&self, app: AppId, user: &str, id: u64) {
+        let mut conns = self.conns.write();
+        let Some(users) = conns.get_mut(&app) else { return };
+        if let Some(list) = users.get_mut(user) {
+            let before = list.len();
+            list.retain(|c| c.id != id);
+            self.count.fetch_sub(before - list.len(), Ordering::Relaxed);
+            if list.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Connected clients.
+    pub fn connections(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Clients dropped for being too slow.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn connected(&self, app: AppId, user: &str) -> bool {
+        self.connections() > 0 && self.conns.read().get(&app).is_some_and(|u| u.contains_key(user))
+    }
+
+    fn push(&self, app: AppId, user: &str, msg: Arc<str>) {
+        let mut slow = Vec::new();
+        if let Some(list) = self.conns.read().get(&app).and_then(|u| u.get(user)) {
+            for c in list {
+                if c.tx.try_send(msg.clone()).is_err() {
+                    slow.push(c.id);
+                }
+            }
+        }
+        for id in slow {
+            // Dropping the sender ends the connection's queue; its task closes the socket.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(app, user, "live client too slow; dropped");
+            self.unregister(app, user, id);
+        }
+    }
+}
+
+/// (recipient, event, is_add) → other users, in order.
+type Outbox = Vec<((String, &'static str, bool), Vec<String>)>;
+
+fn add(out: &mut Outbox, recipient: &UserId, event: &'static str, is_add: bool, other: &UserId) {
+    let key = (recipient.to_string(), event, is_add);
+    match out.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) => v.push(other.to_string()),
+        None => out.push((key, vec![other.to_string()])),
+    }
+}
+
+/// Turns committed edge changes into notifications until the store stops publishing.
+pub async fn fan_out(live: Arc<Live>, store: Arc<dyn Store>, mut changes: broadcast::Receiver<Arc<Vec<(AppId, EdgeChange)>>>) {
+    loop {
+        let batch = match changes.recv().await {
+            Ok(b) => b,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(batches = n, "live notifications fell behind; some were skipped");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if live.connections() == 0 {
+            continue;
+        }
+        // Group per app, then per recipient: one message per (recipient, list, add/remove) and batch.
+        let mut per_app: HashMap<AppId, Outbox> = HashMap::new();
+        for (app, c) in batch.iter() {
+            let out = per_app.entry(*app).or_default();
+            let (from_on, to_on) = (live.connected(*app, c.from.as_str()), live.connected(*app, c.to.as_str()));
+            if from_on {
+                add(out, &c.from, FOLLOWING, c.added, &c.to);
+                if c.mutual {
+                    add(out, &c.from, MUTUAL, c.added, &c.to);
+                }
+            }
+            if to_on {
+                add(out, &c.to, FOLLOWERS, c.added, &c.from);
+                if c.mutual {
+                    add(out, &c.to, MUTUAL, c.added, &c.from);
+                }
+            }
+        }
+        for (app, out) in per_app {
+            if out.is_empty() {
+                continue;
+            }
+            // Additions carry the profile (the Nick); removals only the UserID, as the SDK does.
+            let mut wanted: Vec<String> = out.iter().filter(|((_, _, is_add), _)| *is_add).flat_map(|(_, v)| v.iter().cloned()).collect();
+            wanted.sort();
+            wanted.dedup();
+            let nicks = if wanted.is_empty() { HashMap::new() } else { nicks(&store, app, wanted).await };
+            for ((recipient, event, is_add), users) in out {
+                let users: Vec<UserInfo> = users
+                    .into_iter()
+                    .map(|u| UserInfo { nick: if is_add { nicks.get(&u).cloned().flatten() } else { None }, user_id: u })
+                    .collect();
+                let text = serde_json::to_string(&Message { event, is_add, users: &users }).expect("messages serialise");
+                live.push(app, &recipient, Arc::from(text));
+            }
+        }
+    }
+}
+
+async fn nicks(store: &Arc<dyn Store>, app: AppId, users: Vec<String>) -> HashMap<String, Option<String>> {
+    let r = followd_graph::read(&**store, move |v| {
+        let mut m = HashMap::new();
+        for u in users {
+            if let Ok(id) = UserId::parse(&u) {
+                let nick = v.profile(app, &id)?.and_then(|p| p.nick);
+                m.insert(u, nick);
+            }
+        }
+        Ok(m)
+    })
+    .await;
+    r.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read profiles for live notifications");
+        HashMap::new()
+    })
+}
