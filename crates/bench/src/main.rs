@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod live;
 mod webhooks;
 
 const APP: u64 = 1400000000;
@@ -59,6 +60,18 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         backlog: u64,
     },
+    /// Live notifications: commit-to-WebSocket latency with many connected clients, memory per client.
+    Live {
+        /// Connected clients.
+        #[arg(long, default_value_t = 10_000)]
+        clients: u64,
+        /// Follows a second while measuring.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -71,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
+        Some(Cmd::Live { clients, rate, seconds }) => rt.block_on(async { live::run(&server_binary(&cli)?, clients, rate, seconds).await }),
         Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
         None => rt.block_on(bench(cli)),
     }
@@ -110,8 +124,13 @@ pub(crate) async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Ch
 }
 
 pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) struct Target {
