@@ -127,6 +127,7 @@ pub async fn run(
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let hooks = CommitHooks { events: Some(events_tx), ..CommitHooks::default() };
     let changes = hooks.changes.subscribe();
+    let live = Arc::new(live::Live::new(hooks.live_clients.clone()));
     let store = open_store(&config, hooks)?;
     let outbox: Arc<dyn Outbox> = store.clone();
     let apps = Arc::new(Apps::new(&config.apps));
@@ -139,7 +140,6 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (dispatcher, delivery) =
         Dispatcher::start(outbox.clone(), apps.clone(), events_rx, metrics.webhook.clone(), stop_rx.clone()).await?;
-    let live = Arc::new(live::Live::default());
     tokio::spawn(live::fan_out(live.clone(), store.clone(), changes));
     let state = Arc::new(AppState {
         live,

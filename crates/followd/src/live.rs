@@ -26,7 +26,8 @@ struct Conn {
 #[derive(Default)]
 pub struct Live {
     conns: RwLock<HashMap<AppId, HashMap<String, Vec<Conn>>>>,
-    count: AtomicUsize,
+    /// Shared with the store, which collects edge changes only while a client is connected.
+    count: Arc<AtomicUsize>,
     next: AtomicU64,
     dropped: AtomicU64,
 }
@@ -55,6 +56,12 @@ const FOLLOWERS: &str = "FollowersListChanged";
 const MUTUAL: &str = "MutualListChanged";
 
 impl Live {
+    /// A registry whose connection count is `count` (the store's `CommitHooks::live_clients`).
+    pub fn new(count: Arc<AtomicUsize>) -> Self {
+        count.store(0, Ordering::Relaxed);
+        Live { count, ..Live::default() }
+    }
+
     /// Registers a connection of `user`; returns its id and the queue to read messages from.
     pub fn register(&self, app: AppId, user: &str) -> (u64, mpsc::Receiver<Arc<str>>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);

@@ -58,8 +58,16 @@ async fn the_library_accepts_exactly_what_the_server_sends_and_dedupes_retries()
     assert!(matches!(&events[0], Event::FollowAdd { from, to, .. } if from == "a" && to == &["b", "c"]));
     assert!(matches!(&events[1], Event::FollowDelete { from, to, .. } if from == "a" && to == &["c"]));
     // A replay of a delivered event carries the same webhook-id: answered OK, not handled twice.
-    let r = s.call("callback_config/list_events", json!({"State": "delivered", "CallbackCommand": "Follow.CallbackAfterFollowAdd"})).await;
-    let id = r["Events"][0]["EventId"].as_i64().unwrap();
+    // The delivery log is written just after the answer: wait until it says delivered.
+    let id = loop {
+        let r =
+            s.call("callback_config/list_events", json!({"State": "delivered", "CallbackCommand": "Follow.CallbackAfterFollowAdd"})).await;
+        if let Some(id) = r["Events"][0]["EventId"].as_i64() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let before = calls.load(Ordering::SeqCst);
     assert_ok(&s.call("callback_config/replay_event", json!({"EventId": id})).await);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -125,11 +125,13 @@ pub struct CommitHooks {
     pub events: Option<mpsc::UnboundedSender<Vec<StoredEvent>>>,
     /// Every committed edge change, per app (only collected while someone listens).
     pub changes: broadcast::Sender<Arc<Vec<(AppId, EdgeChange)>>>,
+    /// How many live clients are connected: changes are collected only while this is above zero.
+    pub live_clients: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for CommitHooks {
     fn default() -> Self {
-        CommitHooks { events: None, changes: broadcast::channel(1024).0 }
+        CommitHooks { events: None, changes: broadcast::channel(1024).0, live_clients: Arc::new(1.into()) }
     }
 }
 
@@ -375,7 +377,7 @@ impl Writer {
             done.into_iter().for_each(|c| c(Err(&e)));
             return;
         }
-        let listening = self.hooks.changes.receiver_count() > 0;
+        let listening = self.hooks.changes.receiver_count() > 0 && self.hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let mut tx = self.tx();
         tx.collect_changes = listening;
         let done: Vec<Completion> = batch.into_iter().map(|j| j(&mut tx)).collect();
