@@ -49,6 +49,7 @@ impl Call<'_> {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let _settings = self.app.settings.lock().await;
         let mut over = self.app.webhook_override();
         over.url = Some(url);
         if commands.is_some() {
@@ -75,6 +76,7 @@ impl Call<'_> {
             return Err(invalid("Token must be 1 to 128 characters"));
         }
         let enabled = body.opt_bool("IsTokenEnable")?.unwrap_or(true);
+        let _settings = self.app.settings.lock().await;
         let mut over = self.app.webhook_override();
         over.token = Some(token);
         over.token_enabled = Some(enabled);

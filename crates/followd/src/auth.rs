@@ -57,6 +57,8 @@ pub struct App {
     hook: RwLock<Hook>,
     rate: Option<RateLimiter>,
     checks: ClientChecks,
+    /// Serialises the admin API's read-modify-write of the webhook settings.
+    pub settings: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
             hook: RwLock::new(Hook::new(c.webhook.clone(), WebhookOverride::default())),
             rate: c.rate_limit_per_second.filter(|&n| n > 0).map(RateLimiter::new),
             checks: ClientChecks::new(c.client_check_calls, Duration::from_secs(c.client_check_window_secs)),
+            settings: tokio::sync::Mutex::new(()),
         }
     }
 

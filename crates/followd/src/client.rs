@@ -59,7 +59,8 @@ pub async fn follow(
         let now = now_secs();
         let (app, identifier) = st.apps.authenticate(&UrlParams::parse(query.as_deref()), now)?;
         let me = parse_user(&identifier)?;
-        app.check_rate(api.name(), now)?;
+        // Its own bucket: end users cannot use up the admin REST API's budget.
+        app.check_rate(api.client_name(), now)?;
         if api == Api::FollowCheck {
             app.check_client_checks(me.as_str())?;
         }

@@ -172,10 +172,32 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Replaces every double-quoted value in a parser message with `"…"` (values may be secrets; the
+/// backquoted key names stay).
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Config {
     /// Parses TOML text and validates it. `base` resolves a relative `data_dir`.
     pub fn from_toml(text: &str, base: &Path) -> anyhow::Result<Config> {
-        let mut c: Config = toml::from_str(text)?;
+        // The parser's own message quotes the offending line, which may hold a key: say where instead.
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| text[..s.start.min(text.len())].split('\n').count()).unwrap_or(0);
+            anyhow::anyhow!("line {at}: {}", redact_quoted(e.message().trim()))
+        })?;
         if c.data_dir.is_relative() {
             c.data_dir = base.join(&c.data_dir);
         }
@@ -367,6 +389,14 @@ mod tests {
         let hook = "[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\nadmins = [\"a\"]\n[apps.webhook]\nurl = \"ftp://x\"\n";
         let c = Config::from_toml(hook, Path::new(".")).unwrap();
         assert!(format!("{:#}", c.validate().unwrap_err()).contains("url"));
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_secrets() {
+        let text = "[[apps]]\nsdkappid = 1\nsecret_key = \"hunter2hunter2\"\nadmins = [\"a\"]\nmax_following = \"hunter2hunter2x\"\n";
+        let e = Config::from_toml(text, Path::new(".")).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
     }
 
     #[test]

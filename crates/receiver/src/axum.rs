@@ -9,7 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{answer, Dedupe, Verifier, Webhook};
+use crate::dedupe::{Dedupe, Seen};
+use crate::{answer, Verifier, Webhook};
 
 /// How long [`webhook_router`] remembers webhook ids: longer than followd's default retry schedule.
 ///
@@ -27,9 +28,11 @@ struct Inner<H> {
 /// A router that accepts webhooks on any path with `POST`.
 ///
 /// Each request is verified with `verifier` (a refusal is answered `401`/`400` with a FAIL body and
-/// never reaches the handler); a `webhook-id` seen in the last 24 hours is answered OK without calling
-/// the handler again; otherwise `handler` runs and its `Ok` is answered `200` with the OK body, its
-/// `Err(reason)` with `500` and a FAIL body, so the sender retries.
+/// never reaches the handler); a `webhook-id` handled in the last 24 hours is answered OK without
+/// calling the handler again, and one still being handled (the sender timed out and retried) is
+/// answered `409` so the sender tries again later; otherwise `handler` runs and its `Ok` is answered
+/// `200` with the OK body, its `Err(reason)` (or a panic) with `500` and a FAIL body, so the sender
+/// retries.
 ///
 /// ```no_run
 /// use followd_receiver::{axum::webhook_router, Verifier};
@@ -59,19 +62,38 @@ where
         Ok(h) => h,
         Err(r) => return json(StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED), r.answer()),
     };
-    let id = hook.webhook_id.clone();
-    if let Some(id) = &id {
-        if !inner.dedupe.first_time(id) {
-            return json(StatusCode::OK, answer::OK.to_owned());
+    let mut claim = None;
+    if let Some(id) = hook.webhook_id.clone() {
+        match inner.dedupe.begin(&id) {
+            Seen::Done => return json(StatusCode::OK, answer::OK.to_owned()),
+            Seen::InProgress => return json(StatusCode::CONFLICT, answer::fail(1, "this event is being handled; retry later")),
+            Seen::New => claim = Some(Claim { dedupe: &inner.dedupe, id, done: false }),
         }
     }
     match (inner.handler)(hook).await {
-        Ok(()) => json(StatusCode::OK, answer::OK.to_owned()),
-        Err(reason) => {
-            if let Some(id) = &id {
-                inner.dedupe.forget(id);
+        Ok(()) => {
+            if let Some(c) = claim.as_mut() {
+                c.dedupe.finish(&c.id);
+                c.done = true;
             }
-            json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, &reason))
+            json(StatusCode::OK, answer::OK.to_owned())
+        }
+        // Dropping the claim forgets the id, so the retry is handled (also if the handler panics).
+        Err(reason) => json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, &reason)),
+    }
+}
+
+/// An id being handled; forgotten unless handling finishes.
+struct Claim<'a> {
+    dedupe: &'a Dedupe,
+    id: String,
+    done: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.dedupe.forget(&self.id);
         }
     }
 }

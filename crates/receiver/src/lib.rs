@@ -8,7 +8,9 @@
 //!   `webhook-signature` that followd adds; it returns a typed [`Webhook`] or a [`Rejection`].
 //! - [`Event`] is the parsed body; a command this crate does not know is kept as raw JSON.
 //! - [`answer`] builds the exact `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}` and FAIL bodies.
-//! - [`Dedupe`] remembers `webhook-id`s for a while, so a retried delivery is handled once.
+//! - [`Dedupe`] remembers `webhook-id`s for a while, so a retried delivery is handled once, and a
+//!   delivery that arrives while an earlier one of the same event is still being handled is told to
+//!   retry rather than acknowledged.
 //! - [`axum::webhook_router`] (feature `axum`, on by default) wires all of it into a router.
 //!
 //! A whole receiving backend:
@@ -30,7 +32,7 @@
 //! ```
 
 pub mod answer;
-mod dedupe;
+pub mod dedupe;
 mod event;
 mod verify;
 

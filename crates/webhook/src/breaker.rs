@@ -58,6 +58,23 @@ impl Breaker {
         }
     }
 
+    /// Whether [`Breaker::try_acquire`] would let an attempt start now (changes nothing).
+    pub fn can_acquire(&self, now: Instant) -> bool {
+        match *self {
+            Breaker::Closed { .. } | Breaker::HalfOpen { probing: false, .. } => true,
+            Breaker::Open { until, .. } => now >= until,
+            Breaker::HalfOpen { probing: true, .. } => false,
+        }
+    }
+
+    /// Gives the probe slot back when the probe said nothing about the endpoint's health (for
+    /// example, the destination was refused before any connection).
+    pub fn release_probe(&mut self) {
+        if let Breaker::HalfOpen { probing: true, cooldown } = *self {
+            *self = Breaker::HalfOpen { probing: false, cooldown };
+        }
+    }
+
     /// Records an attempt's result. Returns true when this call opened the breaker.
     pub fn record(&mut self, success: bool, now: Instant) -> bool {
         match (*self, success) {
@@ -112,7 +129,11 @@ mod tests {
         assert!(b.record(false, t1));
         assert_eq!(b.reopens_at(), Some(t1 + MIN_COOLDOWN * 2), "a failed probe doubles the cooldown");
         let t2 = t1 + MIN_COOLDOWN * 2;
+        assert!(b.can_acquire(t2));
         assert!(b.try_acquire(t2));
+        assert!(!b.can_acquire(t2));
+        b.release_probe();
+        assert!(b.try_acquire(t2), "a released probe slot can be taken again");
         b.record(true, t2);
         assert_eq!(b, Breaker::Closed { failures: 0 });
     }

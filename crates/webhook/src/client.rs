@@ -49,6 +49,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
                 || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
@@ -60,7 +61,12 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0xdb8))
+                || (s[0] == 0x2001 && s[1] == 0xdb8)
+                // Ranges that embed an IPv4 address (NAT64, 6to4, IPv4-compatible) could reach a
+                // private one: refused outright.
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || s[0] == 0x2002
+                || s[..6] == [0; 6])
         }
     }
 }
@@ -103,6 +109,8 @@ impl Clients {
                 .pool_max_idle_per_host(512)
                 .pool_idle_timeout(Duration::from_secs(60))
                 .tcp_nodelay(true)
+                // A proxy would resolve the destination itself, out of the SSRF guard's sight.
+                .no_proxy()
         };
         Ok(Clients { guarded: base().dns_resolver(Arc::new(GuardedResolver)).build()?, open: base().build()? })
     }
@@ -165,6 +173,8 @@ impl Clients {
                 r.error = Some(format!("no complete answer within {} ms", ep.timeout.as_millis()));
             }
             Ok(Err(e)) => {
+                // Without the URL: its query holds Sign, and the configured URL may hold a key.
+                let e = e.without_url();
                 let refused = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()).any(|e| e.is::<Refused>());
                 r.outcome = if refused { Outcome::Refused } else { Outcome::Connect };
                 r.error = Some(error_chain(&e));
@@ -178,7 +188,7 @@ impl Clients {
                     if matches!(status.as_u16(), 429 | 503) {
                         r.retry_after = retry_after.map(Duration::from_secs);
                     }
-                } else if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                } else if !is_json(&body) {
                     r.outcome = Outcome::NotJson;
                     r.error = Some("HTTP 200 but the body is not JSON".into());
                 }
@@ -201,6 +211,15 @@ fn check_literal(url: &reqwest::Url) -> Result<(), String> {
     } else {
         Err(Refused(ip.to_string()).to_string())
     }
+}
+
+/// Whether an answer is JSON. An answer longer than what is read counts as JSON when it starts like an
+/// object or an array (its end was never read).
+fn is_json(body: &[u8]) -> bool {
+    if body.len() >= MAX_RESPONSE_BYTES {
+        return matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// The `webhook-id` of an event: stable across every retry.
@@ -244,5 +263,16 @@ mod tests {
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn long_json_answers_count_as_json() {
+        assert!(is_json(br#"{"ActionStatus":"OK"}"#));
+        assert!(!is_json(b"<html>"));
+        let mut long = b"  {\"a\":\"".to_vec();
+        long.resize(MAX_RESPONSE_BYTES, b'x');
+        assert!(is_json(&long));
+        long[2] = b'<';
+        assert!(!is_json(&long));
     }
 }

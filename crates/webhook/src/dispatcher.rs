@@ -23,6 +23,10 @@ use crate::{Endpoint, Endpoints};
 
 /// Most attempts in flight to one endpoint.
 pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 256;
+/// Attempts in flight to an endpoint that has not answered yet. Every answer raises its limit by
+/// one (up to [`MAX_IN_FLIGHT_PER_ENDPOINT`]); every timeout or connection failure halves it, so a
+/// hanging endpoint holds a handful of connections, not hundreds.
+pub const INITIAL_IN_FLIGHT: usize = 16;
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// Jitter applied to every retry delay: ±20 %.
@@ -140,14 +144,28 @@ struct KeyQueue {
     state: KeyState,
 }
 
-#[derive(Default)]
 struct AppQueue {
     ready: VecDeque<Key>,
     in_flight: usize,
+    /// The current in-flight limit (additive increase, multiplicative decrease).
+    limit: usize,
     breaker: Breaker,
     /// The URL the breaker's state belongs to; a new URL starts closed.
     url: String,
     probe_timer: bool,
+}
+
+impl Default for AppQueue {
+    fn default() -> Self {
+        AppQueue {
+            ready: VecDeque::new(),
+            in_flight: 0,
+            limit: INITIAL_IN_FLIGHT,
+            breaker: Breaker::default(),
+            url: String::new(),
+            probe_timer: false,
+        }
+    }
 }
 
 enum Timer {
@@ -256,6 +274,11 @@ impl Actor {
                 self.in_flight -= 1;
                 if let Some(a) = self.apps.get_mut(&key.0) {
                     a.in_flight -= 1;
+                    a.limit = match result.outcome {
+                        Outcome::Timeout | Outcome::Connect => (a.limit / 2).max(1),
+                        Outcome::Refused => a.limit,
+                        _ => (a.limit + 1).min(MAX_IN_FLIGHT_PER_ENDPOINT),
+                    };
                     // A refusal by the SSRF guard says nothing about the receiver's health.
                     if result.outcome != Outcome::Refused
                         && a.url == ep.url
@@ -323,12 +346,13 @@ impl Actor {
             if a.url != ep.url {
                 a.url = ep.url.clone();
                 a.breaker = Breaker::default();
+                a.limit = INITIAL_IN_FLIGHT;
             }
-            if a.in_flight >= MAX_IN_FLIGHT_PER_ENDPOINT {
+            if a.in_flight >= a.limit {
                 return;
             }
             let now = Instant::now();
-            if !a.breaker.try_acquire(now) {
+            if !a.breaker.can_acquire(now) {
                 if let (Some(at), false) = (a.breaker.reopens_at(), a.probe_timer) {
                     a.probe_timer = true;
                     self.add_timer(at, Timer::Probe(app), timers);
@@ -341,7 +365,10 @@ impl Actor {
                 self.give_up(key, "the app no longer subscribes to this command", timers);
                 continue;
             }
-            self.apps.get_mut(&app).expect("created above").in_flight += 1;
+            // Only now, with an attempt certain to start, take the slot (the probe, when half-open).
+            let a = self.apps.get_mut(&app).expect("created above");
+            a.breaker.try_acquire(now);
+            a.in_flight += 1;
             self.keys.get_mut(&key).expect("looked up above").state = KeyState::InFlight;
             self.in_flight += 1;
             let (clients, me) = (self.clients.clone(), self.me.clone());
@@ -428,6 +455,11 @@ impl Actor {
             }
         }
     }
+}
+
+/// A URL for the log: scheme, host and path only (a query may hold a key).
+pub fn redacted(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or("")
 }
 
 /// `d` ± 20 %.

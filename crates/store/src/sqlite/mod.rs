@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS mutual (
     PRIMARY KEY (a, t, b)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-    id           INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id (and so a webhook-id) is never reused, even after the newest is purged.
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     app          INTEGER NOT NULL,
     command      TEXT    NOT NULL,
     from_account TEXT    NOT NULL,
@@ -238,6 +239,9 @@ impl SqliteStore {
                 Some(e) => Err(e.clone()),
                 None => savepoint(wtx.conn, f),
             };
+            if r.is_err() && wtx.conn.is_autocommit() {
+                wtx.failed = Some(rolled_back());
+            }
             Box::new(move |commit: Result<(), &StoreError>| {
                 let _ = tx.send(commit.map_err(Clone::clone).and(r));
             })
@@ -381,6 +385,11 @@ impl Writer {
         let mut tx = self.tx();
         tx.collect_changes = listening;
         let done: Vec<Completion> = batch.into_iter().map(|j| j(&mut tx)).collect();
+        // Some errors (disk full, I/O) make SQLite roll the whole transaction back by itself; then
+        // nothing may be written in autocommit mode, the counters least of all.
+        if tx.conn.is_autocommit() && tx.failed.is_none() {
+            tx.failed = Some(rolled_back());
+        }
         let outcome = tx.finish();
         let (events, changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
         let outcome = outcome.and_then(|()| self.conn.execute_batch("COMMIT").map_err(db_err));
@@ -491,7 +500,15 @@ impl WriteTx for SqliteWriteTx<'_> {
         }
         let name: String =
             self.guard(|tx| tx.conn.prepare_cached("SELECT user_id FROM accounts WHERE id = ?1")?.query_row([uid], |r| r.get(0)))?;
-        let user = UserId::parse(&name).map_err(StoreError::database)?;
+        let user = match UserId::parse(&name) {
+            Ok(u) => u,
+            Err(e) => {
+                // Fail the whole batch: this job may already have changed edges and counters.
+                let e = StoreError::database(e);
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
         self.names.insert(uid, user.clone());
         Ok(user)
     }
@@ -658,6 +675,10 @@ impl WriteTx for SqliteWriteTx<'_> {
             self.changes.push((app, change));
         }
     }
+}
+
+fn rolled_back() -> StoreError {
+    StoreError::database(std::io::Error::other("SQLite rolled the transaction back after an error"))
 }
 
 fn savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> StoreResult<R> {
