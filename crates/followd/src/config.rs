@@ -26,6 +26,9 @@ pub struct Config {
     /// `"process"` (default: a killed process loses nothing acknowledged) or `"fsync"` (also power loss).
     #[serde(default = "default_durability")]
     pub durability: String,
+    /// Webhook events held in memory; past it they wait in the outbox and are read back in order.
+    #[serde(default = "default_memory_events")]
+    pub delivery_queue_in_memory: usize,
     /// How long delivered events and their attempts are kept in the delivery log.
     #[serde(default = "default_retention_hours")]
     pub delivery_log_retention_hours: u64,
@@ -107,6 +110,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_durability() -> String {
     "process".into()
+}
+fn default_memory_events() -> usize {
+    followd_webhook::dispatcher::DEFAULT_MEMORY_EVENTS
 }
 fn default_client_check_calls() -> u32 {
     20

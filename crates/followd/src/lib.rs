@@ -138,8 +138,15 @@ pub async fn run(
     }
     let metrics = Arc::new(metrics::ServerMetrics::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (dispatcher, delivery) =
-        Dispatcher::start(outbox.clone(), apps.clone(), events_rx, metrics.webhook.clone(), stop_rx.clone()).await?;
+    let (dispatcher, delivery) = Dispatcher::start(
+        outbox.clone(),
+        apps.clone(),
+        events_rx,
+        metrics.webhook.clone(),
+        stop_rx.clone(),
+        config.delivery_queue_in_memory,
+    )
+    .await?;
     tokio::spawn(live::fan_out(live.clone(), store.clone(), changes));
     let state = Arc::new(AppState {
         live,

@@ -67,7 +67,9 @@ impl ServerMetrics {
 pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
     let stats = st.dispatcher.stats().await;
     let m = &st.metrics;
-    m.webhook.pending.set(stats.pending as i64);
+    // Past the in-memory window the outbox is the only complete count.
+    let pending = if stats.spilled { st.outbox.count_pending().await.unwrap_or(stats.pending as u64) } else { stats.pending as u64 };
+    m.webhook.pending.set(pending as i64);
     let age = stats.oldest_created_ms.map_or(0.0, |t| (crate::now_millis() - t).max(0) as f64 / 1000.0);
     m.webhook.oldest_age.set(age);
     let mut text = String::new();

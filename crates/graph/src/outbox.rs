@@ -200,8 +200,10 @@ pub struct WebhookOverride {
 
 /// The outbox operations of a backend. Writes go through the backend's single writer.
 pub trait Outbox: Send + Sync + 'static {
-    /// Every pending event, oldest first (at start-up).
-    fn load_pending(&self) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Up to `limit` pending events with an id above `after_id`, in id order.
+    fn load_pending(&self, after_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// How many events are pending.
+    fn count_pending(&self) -> BoxFuture<'_, StoreResult<u64>>;
     /// Records attempts and the resulting event states in one transaction.
     fn record(&self, batch: Vec<AttemptRecord>) -> BoxFuture<'_, StoreResult<()>>;
     /// Lists an app's events, newest first.

@@ -27,6 +27,10 @@ pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 256;
 /// one (up to [`MAX_IN_FLIGHT_PER_ENDPOINT`]); every timeout or connection failure halves it, so a
 /// hanging endpoint holds a handful of connections, not hundreds.
 pub const INITIAL_IN_FLIGHT: usize = 16;
+/// Events held in memory by default; beyond it new events stay only in the outbox and are read back
+/// in id order as the queue drains (each costs a few hundred bytes in memory).
+pub const DEFAULT_MEMORY_EVENTS: usize = 500_000;
+
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
 /// Jitter applied to every retry delay: ±20 %.
@@ -43,10 +47,14 @@ pub struct Stats {
     pub oldest_created_ms: Option<i64>,
     /// Attempts in flight.
     pub in_flight: usize,
+    /// More pending events wait in the outbox than memory holds (`pending` counts only memory).
+    pub spilled: bool,
 }
 
 enum Msg {
     Enqueue(Vec<StoredEvent>),
+    /// A page read back from the outbox after a spill (`None`: the read failed).
+    Loaded(Option<Vec<StoredEvent>>),
     Done(Box<Done>),
     Stats(oneshot::Sender<Stats>),
 }
@@ -69,20 +77,35 @@ impl Dispatcher {
     /// Starts the dispatcher: loads pending events from the outbox, then takes committed events from
     /// `committed` until `shutdown` turns true. The returned task ends after in-flight attempts have
     /// finished (bounded by their timeouts) and their records are written.
+    ///
+    /// At most `memory_events` events are held in memory; past that, events stay in the outbox only
+    /// and are read back, in id order, once the queue has drained to half of it.
     pub async fn start(
         outbox: Arc<dyn Outbox>,
         endpoints: Arc<dyn Endpoints>,
         committed: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        memory_events: usize,
     ) -> anyhow_like::Result<(Dispatcher, tokio::task::JoinHandle<()>)> {
-        let pending = outbox.load_pending().await?;
+        let memory_events = memory_events.max(1);
+        let pending = outbox.load_pending(0, memory_events).await?;
+        let spilled = pending.len() >= memory_events;
         let clients = Clients::new().map_err(|e| anyhow_like::Error(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (rec_tx, rec_rx) = mpsc::unbounded_channel();
-        let recorder = tokio::spawn(record_loop(outbox, rec_rx));
-        tracing::info!(pending = pending.len(), "webhook dispatcher started");
+        let recorder = tokio::spawn(record_loop(outbox.clone(), rec_rx));
+        tracing::info!(pending = pending.len(), more_in_outbox = spilled, "webhook dispatcher started");
         let actor = Actor {
+            outbox,
+            window: Window {
+                max: memory_events,
+                held: 0,
+                spilled,
+                loaded_up_to: pending.last().map_or(0, |e| e.id),
+                dropped_up_to: 0,
+                loading: false,
+            },
             endpoints,
             clients,
             metrics,
@@ -173,7 +196,25 @@ enum Timer {
     Probe(AppId),
 }
 
+/// The in-memory window over the outbox.
+struct Window {
+    /// Most events held.
+    max: usize,
+    /// Events held now.
+    held: usize,
+    /// Events past the window are in the outbox only.
+    spilled: bool,
+    /// The highest id taken into memory from commits or the outbox.
+    loaded_up_to: i64,
+    /// The highest id of a committed event left in the outbox while spilled.
+    dropped_up_to: i64,
+    /// A read-back is under way.
+    loading: bool,
+}
+
 struct Actor {
+    outbox: Arc<dyn Outbox>,
+    window: Window,
     endpoints: Arc<dyn Endpoints>,
     clients: Clients,
     metrics: Arc<Metrics>,
@@ -220,7 +261,7 @@ impl Actor {
                     None => break,
                 },
                 batch = committed.recv(), if committed_open => match batch {
-                    Some(events) => self.enqueue(events, &mut timer_payloads),
+                    Some(events) => self.committed(events, &mut timer_payloads),
                     None => committed_open = false,
                 },
                 () = sleep_until(next_timer) => {
@@ -264,10 +305,29 @@ impl Actor {
     fn handle(&mut self, msg: Msg, stopping: bool, timers: &mut HashMap<u64, Timer>) {
         match msg {
             Msg::Enqueue(events) => self.enqueue(events, timers),
+            Msg::Loaded(None) => {
+                self.window.loading = false;
+                self.maybe_reload();
+            }
+            Msg::Loaded(Some(events)) => {
+                let w = &mut self.window;
+                w.loading = false;
+                let last = events.last().map(|e| e.id);
+                // Caught up when a page came back short and covered every event left behind.
+                if events.len() < w.max / 2 && last.unwrap_or(w.loaded_up_to).max(w.loaded_up_to) >= w.dropped_up_to {
+                    w.spilled = false;
+                    tracing::info!("webhook queue back in memory");
+                }
+                if let Some(last) = last {
+                    w.loaded_up_to = w.loaded_up_to.max(last);
+                }
+                self.enqueue(events, timers);
+                self.maybe_reload();
+            }
             Msg::Stats(reply) => {
                 let pending = self.keys.values().map(|k| k.events.len()).sum();
                 let oldest = self.keys.values().filter_map(|k| k.events.front().map(|e| e.created_ms)).min();
-                let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight });
+                let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight, spilled: self.window.spilled });
             }
             Msg::Done(done) => {
                 let Done { key, ev, ep, result } = *done;
@@ -296,8 +356,47 @@ impl Actor {
         }
     }
 
+    /// Takes a commit's events into memory, or leaves them in the outbox when the window is full.
+    fn committed(&mut self, events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
+        let w = &mut self.window;
+        let last = events.last().map_or(0, |e| e.id);
+        if w.spilled || w.held + events.len() > w.max {
+            if !w.spilled {
+                tracing::warn!(held = w.held, "webhook queue full in memory; new events wait in the outbox");
+            }
+            w.spilled = true;
+            w.dropped_up_to = w.dropped_up_to.max(last);
+            return;
+        }
+        w.loaded_up_to = w.loaded_up_to.max(last);
+        self.enqueue(events, timers);
+    }
+
+    /// Reads the next page back from the outbox once the window has drained to half.
+    fn maybe_reload(&mut self) {
+        let w = &mut self.window;
+        if !w.spilled || w.loading || w.held > w.max / 2 {
+            return;
+        }
+        w.loading = true;
+        let (outbox, me, after, limit) = (self.outbox.clone(), self.me.clone(), w.loaded_up_to, w.max / 2);
+        tokio::spawn(async move {
+            match outbox.load_pending(after, limit.max(1)).await {
+                Ok(events) => {
+                    let _ = me.send(Msg::Loaded(Some(events)));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read pending events back from the outbox; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = me.send(Msg::Loaded(None));
+                }
+            }
+        });
+    }
+
     fn enqueue(&mut self, events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
         let now = now_ms();
+        self.window.held += events.len();
         let mut touched = Vec::new();
         for ev in events {
             let key: Key = (ev.app, Arc::from(ev.from.as_str()));
@@ -452,6 +551,8 @@ impl Actor {
                 } else {
                     self.make_ready(key);
                 }
+                self.window.held -= 1;
+                self.maybe_reload();
             }
         }
     }

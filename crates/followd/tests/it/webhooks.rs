@@ -498,3 +498,33 @@ async fn metrics_cover_queue_attempts_and_api() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_memory_waits_in_the_outbox_and_keeps_its_order() {
+    let rx = Receiver::start().await;
+    rx.rule(|_| Behavior::Slow(5));
+    let s = spawn_with_top("delivery_queue_in_memory = 4", &hook(&rx.url("/cb"), ""), "").await;
+    let users: Vec<String> = (0..40).map(|i| format!("u{i:02}")).collect();
+    let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
+    all.push("a");
+    s.import(&all).await;
+    // Thirty events of one user, then one each of twenty others, far past the 4 held in memory.
+    for u in &users[..30] {
+        assert_ok(&s.follow("a", &[u]).await);
+    }
+    for u in &users[20..40] {
+        assert_ok(&s.follow(u, &["a"]).await);
+    }
+    let text = s.http.get(format!("http://{}/metrics", s.addr)).send().await.unwrap().text().await.unwrap();
+    let pending: u64 =
+        text.lines().find(|l| l.starts_with("followd_webhook_pending_events ")).unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(pending > 4, "the gauge counts the outbox too: {pending}");
+    let got = rx.wait_for(50, 30).await;
+    let a: Vec<String> =
+        got.iter().filter(|r| r.sender() == "a").map(|r| r.json()["FollowList"][0]["To_Account"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(a, users[..30].to_vec(), "one user's events in commit order");
+    let mut others: Vec<String> = got.iter().filter(|r| r.sender() != "a").map(|r| r.sender()).collect();
+    others.sort();
+    assert_eq!(others, users[20..40].to_vec(), "every event once");
+    s.stop().await;
+}

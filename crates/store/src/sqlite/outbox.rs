@@ -50,12 +50,17 @@ fn now_ms() -> i64 {
 }
 
 impl Outbox for SqliteStore {
-    fn load_pending(&self) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>> {
-        Box::pin(self.read_sql(|c| {
-            let mut st = c.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE state = 0 ORDER BY id"))?;
-            let rows = st.query_map([], event_of)?;
+    fn load_pending(&self, after_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>> {
+        Box::pin(self.read_sql(move |c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 AND state = 0 ORDER BY id LIMIT ?2"))?;
+            let rows = st.query_map(params![after_id, limit as i64], event_of)?;
             rows.collect()
         }))
+    }
+
+    fn count_pending(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.read_sql(|c| c.query_row("SELECT count(*) FROM events WHERE state = 0", [], |r| r.get(0))))
     }
 
     fn record(&self, batch: Vec<AttemptRecord>) -> BoxFuture<'_, StoreResult<()>> {
