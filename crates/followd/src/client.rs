@@ -7,17 +7,15 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use followd_graph::Origin;
 use followd_protocol::{code, OptPlatform, UserId};
 use futures_util::{SinkExt as _, StreamExt as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{client_ip, UrlParams};
-use crate::body::Body;
+use crate::auth::UrlParams;
 use crate::reply::{envelope, ApiError, Family};
-use crate::rest::{Api, Call, Caller};
+use crate::rest::{serve, Api, Incoming, Surface};
 use crate::{now_secs, AppState};
 
 /// How long a notification may take to write before the client counts as too slow.
@@ -51,26 +49,7 @@ pub async fn follow(
         let e = ApiError::new(code::BAD_URL, format!("unknown client API {command}"));
         return envelope::<()>(Family::Follow, &request_id, Err(e));
     };
-    let result = async {
-        if method != Method::POST {
-            return Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"));
-        }
-        let body = body.map_err(|e| ApiError::new(code::HTTP_PARSE, format!("cannot read the request body: {e}")))?;
-        let now = now_secs();
-        let (app, identifier) = st.apps.authenticate(&UrlParams::parse(query.as_deref()), now)?;
-        let me = parse_user(&identifier)?;
-        // Its own bucket: end users cannot use up the admin REST API's budget.
-        app.check_rate(api.client_name(), now)?;
-        if api == Api::FollowCheck {
-            app.check_client_checks(me.as_str())?;
-        }
-        let body = Body::parse(&body, Family::Follow)?;
-        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let origin = Origin { client_ip: client_ip(peer, xff, &st.proxies).to_string(), platform: platform(&headers) };
-        let cx = Call { st: &st, app: &app, request_id: &request_id, family: Family::Follow, caller: Caller::User(me) };
-        cx.dispatch(api, &body, origin).await
-    }
-    .await;
+    let result = serve(&st, api, Surface::Client, Incoming { peer, method, headers, query, body }, &request_id).await;
     st.metrics.request(api.client_name(), result.is_ok(), started.elapsed());
     envelope(Family::Follow, &request_id, result)
 }

@@ -152,27 +152,69 @@ pub async fn handle(
         st.metrics.request("unknown", false, started.elapsed());
         return envelope::<()>(Family::Account, &request_id, Err(e));
     };
-    let family = api.family();
-    let result = async {
-        if method != Method::POST {
-            return Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"));
-        }
-        let body = body.map_err(|e| ApiError::new(code::HTTP_PARSE, format!("cannot read the request body: {e}")))?;
-        let now = now_secs();
-        let app = st.apps.authenticate_admin(&UrlParams::parse(query.as_deref()), family, now)?;
-        app.check_rate(api.name(), now)?;
-        let body = Body::parse(&body, family)?;
-        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let origin = Origin { client_ip: client_ip(peer, xff, &st.proxies).to_string(), platform: OptPlatform::RestApi };
-        let cx = Call { st: &st, app: &app, request_id: &request_id, family, caller: Caller::Admin };
-        cx.dispatch(api, &body, origin).await
+    let result = serve(&st, api, Surface::Rest, Incoming { peer, method, headers, query, body }, &request_id).await;
+    st.metrics.request(api.name(), result.is_ok(), started.elapsed());
+    envelope(api.family(), &request_id, result)
+}
+
+/// An API request as it arrived, before anything is checked.
+pub struct Incoming {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The HTTP method.
+    pub method: Method,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The body, or why it could not be read.
+    pub body: Result<Bytes, BytesRejection>,
+}
+
+/// Where a request came in, which decides who may call and what the webhooks say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The admin REST API: an app admin's UserSig; `OptPlatform=RESTAPI`.
+    Rest,
+    /// The client API: an end user's own UserSig, acting only for itself; `OptPlatform` from
+    /// `X-Client-Platform`.
+    Client,
+}
+
+/// Checks a request (method, body, UserSig, caller, rate limits, body shape) and runs the API.
+pub async fn serve(st: &AppState, api: Api, surface: Surface, req: Incoming, request_id: &str) -> Result<Reply, ApiError> {
+    if req.method != Method::POST {
+        return Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"));
     }
-    .await;
+    let body = req.body.map_err(|e| ApiError::new(code::HTTP_PARSE, format!("cannot read the request body: {e}")))?;
+    let now = now_secs();
+    let params = UrlParams::parse(req.query.as_deref());
+    let (app, caller, platform) = match surface {
+        Surface::Rest => {
+            let app = st.apps.authenticate_admin(&params, api.family(), now)?;
+            app.check_rate(api.name(), now)?;
+            (app, Caller::Admin, OptPlatform::RestApi)
+        }
+        Surface::Client => {
+            let (app, identifier) = st.apps.authenticate(&params, now)?;
+            let me = UserId::parse(&identifier).map_err(|e| ApiError::new(code::BAD_URL_PARAMS, format!("identifier: {e}")))?;
+            // Its own bucket: end users cannot use up the admin REST API's budget.
+            app.check_rate(api.client_name(), now)?;
+            if api == Api::FollowCheck {
+                app.check_client_checks(me.as_str())?;
+            }
+            (app, Caller::User(me), crate::client::platform(&req.headers))
+        }
+    };
+    let body = Body::parse(&body, api.family())?;
+    let xff = req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let origin = Origin { client_ip: client_ip(req.peer, xff, &st.proxies).to_string(), platform };
+    let call = Call { st, app: &app, request_id, family: api.family(), caller };
+    let result = call.dispatch(api, &body, origin).await;
     if let Err(e) = &result {
         tracing::debug!(request_id, api = api.name(), code = e.code, info = %e.info, "refused");
     }
-    st.metrics.request(api.name(), result.is_ok(), started.elapsed());
-    envelope(family, &request_id, result)
+    result
 }
 
 /// One authenticated call.
@@ -269,6 +311,22 @@ impl Call<'_> {
         ApiError::from_graph(e, self.family, self.request_id)
     }
 
+    /// Runs graph rules in a write transaction; failures become this API's error codes.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn followd_graph::WriteTx) -> Result<R, followd_graph::GraphError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        followd_graph::write(&*self.st.store, f).await.map_err(|e| self.graph_err(e))
+    }
+
+    /// Runs graph rules on a read snapshot; failures become this API's error codes.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn followd_graph::ReadView) -> Result<R, followd_graph::GraphError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        followd_graph::read(&*self.st.store, f).await.map_err(|e| self.graph_err(e))
+    }
+
     fn write_context(&self, origin: Origin) -> WriteContext {
         WriteContext { app: self.app.sdkappid, limits: self.app.limits, subscriptions: self.app.subscriptions(), origin }
     }
@@ -276,27 +334,21 @@ impl Call<'_> {
     /// follow_add.
     pub async fn follow_add(&self, from: UserId, targets: Vec<UserId>, origin: Origin) -> Result<ResultItems, ApiError> {
         let cx = self.write_context(origin);
-        let items = followd_graph::write(&*self.st.store, move |tx| write::follow_add(tx, &cx, &from, &targets))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let items = self.write(move |tx| write::follow_add(tx, &cx, &from, &targets)).await?;
         Ok(ResultItems::from(items))
     }
 
     /// follow_delete.
     pub async fn follow_delete(&self, from: UserId, targets: Vec<UserId>, origin: Origin) -> Result<ResultItems, ApiError> {
         let cx = self.write_context(origin);
-        let items = followd_graph::write(&*self.st.store, move |tx| write::follow_delete(tx, &cx, &from, &targets))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let items = self.write(move |tx| write::follow_delete(tx, &cx, &from, &targets)).await?;
         Ok(ResultItems::from(items))
     }
 
     /// follow_check.
     pub async fn follow_check(&self, from: UserId, targets: Vec<UserId>) -> Result<CheckItems, ApiError> {
         let app = self.app.sdkappid;
-        let items = followd_graph::read(&*self.st.store, move |v| read::follow_check(v, app, &from, &targets))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let items = self.read(move |v| read::follow_check(v, app, &from, &targets)).await?;
         Ok(CheckItems {
             result_item: items
                 .into_iter()
@@ -313,9 +365,7 @@ impl Call<'_> {
     /// follow_get.
     pub async fn follow_get(&self, from: UserId, kind: ListKind, cursor: Option<Cursor>, want: usize) -> Result<FollowPage, ApiError> {
         let app = self.app.sdkappid;
-        let page = followd_graph::read(&*self.st.store, move |v| read::follow_get(v, app, &from, kind, cursor, want))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let page = self.read(move |v| read::follow_get(v, app, &from, kind, cursor, want)).await?;
         Ok(FollowPage {
             follow_item: page
                 .entries
@@ -343,9 +393,7 @@ impl Call<'_> {
     /// follow_get_info.
     pub async fn follow_get_info(&self, from: UserId, targets: Vec<UserId>) -> Result<FollowInfo, ApiError> {
         let app = self.app.sdkappid;
-        let items = followd_graph::read(&*self.st.store, move |v| read::follow_get_info(v, app, &from, &targets))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let items = self.read(move |v| read::follow_get_info(v, app, &from, &targets)).await?;
         Ok(FollowInfo {
             follow_info: items
                 .into_iter()
@@ -369,9 +417,7 @@ impl Call<'_> {
         let account =
             NewAccount { user: body.user("UserID")?, nick: profile_field(body, "Nick")?, face_url: profile_field(body, "FaceUrl")? };
         let app = self.app.sdkappid;
-        followd_graph::write(&*self.st.store, move |tx| write::import_accounts(tx, app, &[account]))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        self.write(move |tx| write::import_accounts(tx, app, &[account])).await?;
         Ok(Empty {})
     }
 
@@ -386,15 +432,13 @@ impl Call<'_> {
             }
         }
         let app = self.app.sdkappid;
-        followd_graph::write(&*self.st.store, move |tx| write::import_accounts(tx, app, &accounts)).await.map_err(|e| self.graph_err(e))?;
+        self.write(move |tx| write::import_accounts(tx, app, &accounts)).await?;
         Ok(FailAccounts { fail_accounts: fail })
     }
 
     async fn account_delete(&self, users: Vec<UserId>, origin: Origin) -> Result<AccountItems, ApiError> {
         let cx = self.write_context(origin);
-        let items = followd_graph::write(&*self.st.store, move |tx| write::delete_accounts(tx, &cx, &users))
-            .await
-            .map_err(|e| self.graph_err(e))?;
+        let items = self.write(move |tx| write::delete_accounts(tx, &cx, &users)).await?;
         Ok(AccountItems {
             result_item: items
                 .into_iter()
@@ -405,8 +449,7 @@ impl Call<'_> {
 
     async fn account_check(&self, users: Vec<UserId>) -> Result<AccountItems, ApiError> {
         let app = self.app.sdkappid;
-        let items =
-            followd_graph::read(&*self.st.store, move |v| read::account_check(v, app, &users)).await.map_err(|e| self.graph_err(e))?;
+        let items = self.read(move |v| read::account_check(v, app, &users)).await?;
         Ok(AccountItems {
             result_item: items
                 .into_iter()
