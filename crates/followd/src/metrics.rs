@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct ServerMetrics {
     latency: Family<CommandLabels, Histogram, fn() -> Histogram>,
     /// The delivery engine's metrics.
     pub webhook: Arc<followd_webhook::metrics::Metrics>,
+    live_connections: Gauge,
+    live_dropped: Gauge,
 }
 
 impl Default for ServerMetrics {
@@ -51,7 +54,14 @@ impl Default for ServerMetrics {
         registry.register("followd_api_request_duration_seconds", "API request latency by command", latency.clone());
         let webhook = Arc::new(followd_webhook::metrics::Metrics::default());
         webhook.register(&mut registry);
-        ServerMetrics { registry, requests, latency, webhook }
+        let (live_connections, live_dropped) = (Gauge::default(), Gauge::default());
+        registry.register("followd_live_connections", "Connected WebSocket clients", live_connections.clone());
+        registry.register(
+            "followd_live_dropped_clients",
+            "WebSocket clients dropped for not keeping up, since start",
+            live_dropped.clone(),
+        );
+        ServerMetrics { registry, requests, latency, webhook, live_connections, live_dropped }
     }
 }
 
@@ -72,6 +82,8 @@ pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
     m.webhook.pending.set(pending as i64);
     let age = stats.oldest_created_ms.map_or(0.0, |t| (crate::now_millis() - t).max(0) as f64 / 1000.0);
     m.webhook.oldest_age.set(age);
+    m.live_connections.set(st.live.connections() as i64);
+    m.live_dropped.set(st.live.dropped() as i64);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
         tracing::error!(error = %e, "cannot encode metrics");

@@ -239,3 +239,42 @@ async fn a_thousand_clients_each_receive_exactly_their_own_notifications() {
     }
     s.stop_quickly().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_dropped_and_never_slows_the_others() {
+    let s = spawn().await;
+    // Twenty users with long nicks make each follow_add notification about 10 KiB.
+    let idols: Vec<String> = (0..20).map(|i| format!("idol{i}")).collect();
+    for u in &idols {
+        assert_ok(&s.call("im_open_login_svc/account_import", json!({"UserID": u, "Nick": "n".repeat(500)})).await);
+    }
+    s.import(&["fan"]).await;
+    let _slow = s.connect("fan").await; // never read
+    let mut fast = s.connect("fan").await;
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < 2000 {
+            next_msg(&mut fast).await;
+            n += 1;
+        }
+        n
+    });
+    let refs: Vec<&str> = idols.iter().map(String::as_str).collect();
+    for _ in 0..1000 {
+        assert_ok(&s.follow("fan", &refs).await);
+        assert_ok(&s.unfollow("fan", &refs).await);
+    }
+    // The other device of the same user got every notification (about 10 MiB) while the first one
+    // stalled with full buffers and was dropped.
+    assert_eq!(reader.await.unwrap(), 2000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = s.http.get(format!("http://{}/metrics", s.addr)).send().await.unwrap().text().await.unwrap();
+        if text.contains("followd_live_dropped_clients 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stalled client was not dropped:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop_quickly().await;
+}
