@@ -74,13 +74,20 @@ pub async fn events(
         Ok(ws) => ws,
         Err(e) => return (e.status(), e.body_text()).into_response(),
     };
+    if !st.live.has_room(app.sdkappid, me.as_str()) {
+        let e = ApiError::new(code::RATE_LIMITED, format!("{me} already has {} live connections", crate::live::MAX_DEVICES));
+        let mut r = envelope::<()>(Family::Follow, &request_id, Err(e));
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return r;
+    }
     let sdkappid = app.sdkappid;
     // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.
     ws.read_buffer_size(1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(move |socket| session(socket, st, sdkappid, me))
 }
 
 async fn session(socket: WebSocket, st: Arc<AppState>, app: u64, me: UserId) {
-    let (id, mut queue) = st.live.register(app, me.as_str());
+    // Checked before the upgrade; a race with another device connecting at the same moment ends here.
+    let Some((id, mut queue)) = st.live.register(app, me.as_str()) else { return };
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {

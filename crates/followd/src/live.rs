@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 
 /// Messages queued per connection before it counts as too slow and is dropped.
 pub const QUEUE: usize = 64;
+/// Connections one user may hold at once (devices).
+pub const MAX_DEVICES: usize = 16;
 
 struct Conn {
     id: u64,
@@ -62,13 +64,24 @@ impl Live {
         Live { count, ..Live::default() }
     }
 
-    /// Registers a connection of `user`; returns its id and the queue to read messages from.
-    pub fn register(&self, app: AppId, user: &str) -> (u64, mpsc::Receiver<Arc<str>>) {
+    /// Registers a connection of `user`; returns its id and the queue to read messages from, or
+    /// `None` when the user already has [`MAX_DEVICES`] connections.
+    pub fn register(&self, app: AppId, user: &str) -> Option<(u64, mpsc::Receiver<Arc<str>>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE);
-        self.conns.write().entry(app).or_default().entry(user.to_owned()).or_default().push(Conn { id, tx });
+        let mut conns = self.conns.write();
+        let list = conns.entry(app).or_default().entry(user.to_owned()).or_default();
+        if list.len() >= MAX_DEVICES {
+            return None;
+        }
+        list.push(Conn { id, tx });
         self.count.fetch_add(1, Ordering::Relaxed);
-        (id, rx)
+        Some((id, rx))
+    }
+
+    /// Whether `user` may open another connection now.
+    pub fn has_room(&self, app: AppId, user: &str) -> bool {
+        self.conns.read().get(&app).and_then(|u| u.get(user)).is_none_or(|l| l.len() < MAX_DEVICES)
     }
 
     /// Removes a connection (idempotent).

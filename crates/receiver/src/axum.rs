@@ -21,7 +21,7 @@ pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 struct Inner<H> {
     verifier: Verifier,
-    dedupe: Dedupe,
+    dedupe: Arc<Dedupe>,
     handler: H,
 }
 
@@ -49,7 +49,7 @@ where
     H: Fn(Webhook) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let inner = Arc::new(Inner { verifier, dedupe: Dedupe::new(DEDUPE_TTL), handler });
+    let inner = Arc::new(Inner { verifier, dedupe: Arc::new(Dedupe::new(DEDUPE_TTL)), handler });
     Router::new().fallback(::axum::routing::post(receive::<H, F>)).with_state(inner)
 }
 
@@ -67,30 +67,35 @@ where
         match inner.dedupe.begin(&id) {
             Seen::Done => return json(StatusCode::OK, answer::OK.to_owned()),
             Seen::InProgress => return json(StatusCode::CONFLICT, answer::fail(1, "this event is being handled; retry later")),
-            Seen::New => claim = Some(Claim { dedupe: &inner.dedupe, id, done: false }),
+            Seen::New => claim = Some(Claim { dedupe: inner.dedupe.clone(), id, done: false }),
         }
     }
-    match (inner.handler)(hook).await {
-        Ok(()) => {
-            if let Some(c) = claim.as_mut() {
-                c.dedupe.finish(&c.id);
-                c.done = true;
-            }
-            json(StatusCode::OK, answer::OK.to_owned())
+    // The handler runs in a task of its own: if the sender gives up waiting and disconnects, the
+    // handler still finishes (and a retry meanwhile is told 409) instead of being cancelled midway.
+    let task = tokio::spawn(async move {
+        let result = (inner.handler)(hook).await;
+        if let (Ok(()), Some(c)) = (&result, claim.as_mut()) {
+            c.dedupe.finish(&c.id);
+            c.done = true;
         }
-        // Dropping the claim forgets the id, so the retry is handled (also if the handler panics).
-        Err(reason) => json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, &reason)),
+        result
+    });
+    match task.await {
+        Ok(Ok(())) => json(StatusCode::OK, answer::OK.to_owned()),
+        // Dropping the claim forgot the id, so the retry is handled.
+        Ok(Err(reason)) => json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, &reason)),
+        Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, answer::fail(1, "the handler panicked")),
     }
 }
 
 /// An id being handled; forgotten unless handling finishes.
-struct Claim<'a> {
-    dedupe: &'a Dedupe,
+struct Claim {
+    dedupe: Arc<Dedupe>,
     id: String,
     done: bool,
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
             self.dedupe.forget(&self.id);

@@ -98,6 +98,7 @@ impl Dispatcher {
         tracing::info!(pending = pending.len(), more_in_outbox = spilled, "webhook dispatcher started");
         let actor = Actor {
             outbox,
+            stopping: false,
             window: Window {
                 max: memory_events,
                 held: 0,
@@ -212,9 +213,18 @@ struct Window {
     loading: bool,
 }
 
+impl Window {
+    /// Events read back at a time: half the window (at least one).
+    fn page(&self) -> usize {
+        (self.max / 2).max(1)
+    }
+}
+
 struct Actor {
     outbox: Arc<dyn Outbox>,
     window: Window,
+    /// Shutting down: no new attempts, no read-backs.
+    stopping: bool,
     endpoints: Arc<dyn Endpoints>,
     clients: Clients,
     metrics: Arc<Metrics>,
@@ -253,6 +263,7 @@ impl Actor {
                 changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() || *shutdown.borrow() {
                         stopping = true;
+                        self.stopping = true;
                         tracing::info!(in_flight = self.in_flight, "webhook dispatcher stopping");
                     }
                 }
@@ -304,7 +315,16 @@ impl Actor {
 
     fn handle(&mut self, msg: Msg, stopping: bool, timers: &mut HashMap<u64, Timer>) {
         match msg {
-            Msg::Enqueue(events) => self.enqueue(events, timers),
+            Msg::Enqueue(mut events) => {
+                // While spilled, a replayed event past the window is read back with the rest (taking
+                // it now as well would send it twice).
+                if self.window.spilled {
+                    let upto = self.window.loaded_up_to;
+                    events.retain(|e| e.id <= upto);
+                }
+                self.enqueue(events, timers);
+                self.maybe_reload();
+            }
             Msg::Loaded(None) => {
                 self.window.loading = false;
                 self.maybe_reload();
@@ -314,7 +334,7 @@ impl Actor {
                 w.loading = false;
                 let last = events.last().map(|e| e.id);
                 // Caught up when a page came back short and covered every event left behind.
-                if events.len() < w.max / 2 && last.unwrap_or(w.loaded_up_to).max(w.loaded_up_to) >= w.dropped_up_to {
+                if events.len() < w.page() && last.unwrap_or(w.loaded_up_to).max(w.loaded_up_to) >= w.dropped_up_to {
                     w.spilled = false;
                     tracing::info!("webhook queue back in memory");
                 }
@@ -339,12 +359,14 @@ impl Actor {
                         Outcome::Refused => a.limit,
                         _ => (a.limit + 1).min(MAX_IN_FLIGHT_PER_ENDPOINT),
                     };
-                    // A refusal by the SSRF guard says nothing about the receiver's health.
-                    if result.outcome != Outcome::Refused
-                        && a.url == ep.url
-                        && a.breaker.record(result.outcome == Outcome::Ok, Instant::now())
-                    {
-                        tracing::warn!(app = key.0, url = %ep.url, "webhook endpoint failing; circuit breaker open");
+                    // A refusal by the SSRF guard says nothing about the receiver's health: it only gives
+                    // the probe slot back, if it was the probe.
+                    if a.url == ep.url {
+                        if result.outcome == Outcome::Refused {
+                            a.breaker.release_probe();
+                        } else if a.breaker.record(result.outcome == Outcome::Ok, Instant::now()) {
+                            tracing::warn!(app = key.0, endpoint = %redacted(&ep.url), "webhook endpoint failing; circuit breaker open");
+                        }
                     }
                 }
                 self.metrics.attempt(result.outcome, result.duration.as_secs_f64());
@@ -357,31 +379,35 @@ impl Actor {
     }
 
     /// Takes a commit's events into memory, or leaves them in the outbox when the window is full.
-    fn committed(&mut self, events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
+    fn committed(&mut self, mut events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
         let w = &mut self.window;
-        let last = events.last().map_or(0, |e| e.id);
+        // A read-back may already have taken these (the store publishes them just after the commit).
+        let upto = w.loaded_up_to;
+        events.retain(|e| e.id > upto);
+        let Some(last) = events.last().map(|e| e.id) else { return };
         if w.spilled || w.held + events.len() > w.max {
             if !w.spilled {
                 tracing::warn!(held = w.held, "webhook queue full in memory; new events wait in the outbox");
             }
             w.spilled = true;
             w.dropped_up_to = w.dropped_up_to.max(last);
+            self.maybe_reload();
             return;
         }
-        w.loaded_up_to = w.loaded_up_to.max(last);
+        w.loaded_up_to = last;
         self.enqueue(events, timers);
     }
 
     /// Reads the next page back from the outbox once the window has drained to half.
     fn maybe_reload(&mut self) {
         let w = &mut self.window;
-        if !w.spilled || w.loading || w.held > w.max / 2 {
+        if self.stopping || !w.spilled || w.loading || w.held > w.max - w.page() {
             return;
         }
         w.loading = true;
-        let (outbox, me, after, limit) = (self.outbox.clone(), self.me.clone(), w.loaded_up_to, w.max / 2);
+        let (outbox, me, after, limit) = (self.outbox.clone(), self.me.clone(), w.loaded_up_to, w.page());
         tokio::spawn(async move {
-            match outbox.load_pending(after, limit.max(1)).await {
+            match outbox.load_pending(after, limit).await {
                 Ok(events) => {
                     let _ = me.send(Msg::Loaded(Some(events)));
                 }
@@ -416,8 +442,10 @@ impl Actor {
         }
         touched.sort_unstable();
         touched.dedup();
-        for app in touched {
-            self.pump(app, timers);
+        if !self.stopping {
+            for app in touched {
+                self.pump(app, timers);
+            }
         }
     }
 

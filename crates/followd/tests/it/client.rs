@@ -278,3 +278,35 @@ async fn a_client_that_does_not_read_is_dropped_and_never_slows_the_others() {
     }
     s.stop_quickly().await;
 }
+
+#[tokio::test]
+async fn one_user_holds_at_most_sixteen_live_connections() {
+    let s = spawn().await;
+    s.import(&["alice"]).await;
+    let mut devices = Vec::new();
+    for _ in 0..16 {
+        devices.push(s.connect("alice").await);
+    }
+    let url = format!("ws://{}/v1/client/events?sdkappid={APP_A}&identifier=alice&usersig={}", s.addr, sig(KEY_A, APP_A, "alice"));
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["ErrorCode"], 60007);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Closing one device makes room again.
+    let mut first = devices.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio_tungstenite::connect_async(&url).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no room after a device left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.stop_quickly().await;
+}

@@ -237,11 +237,16 @@ impl SqliteStore {
             // A savepoint keeps a failing outbox write from rolling back the API writes batched with it.
             let r = match &wtx.failed {
                 Some(e) => Err(e.clone()),
-                None => savepoint(wtx.conn, f),
+                None => match savepoint(wtx.conn, f) {
+                    Ok(v) => Ok(v),
+                    Err(Undo::Done(e)) if !wtx.conn.is_autocommit() => Err(e),
+                    // SQLite rolled the transaction back itself, or the savepoint could not be undone.
+                    Err(_) => {
+                        wtx.failed = Some(rolled_back());
+                        Err(rolled_back())
+                    }
+                },
             };
-            if r.is_err() && wtx.conn.is_autocommit() {
-                wtx.failed = Some(rolled_back());
-            }
             Box::new(move |commit: Result<(), &StoreError>| {
                 let _ = tx.send(commit.map_err(Clone::clone).and(r));
             })
@@ -681,17 +686,25 @@ fn rolled_back() -> StoreError {
     StoreError::database(std::io::Error::other("SQLite rolled the transaction back after an error"))
 }
 
-fn savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> StoreResult<R> {
-    conn.execute_batch("SAVEPOINT outbox").map_err(db_err)?;
+/// How a failed savepoint ended.
+enum Undo {
+    /// Rolled back to the savepoint: the batch's other work stands.
+    Done(StoreError),
+    /// Could not be undone: the batch must fail.
+    Failed,
+}
+
+fn savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, Undo> {
+    conn.execute_batch("SAVEPOINT outbox").map_err(|_| Undo::Failed)?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE outbox").map_err(db_err)?;
+            conn.execute_batch("RELEASE outbox").map_err(|_| Undo::Failed)?;
             Ok(r)
         }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO outbox; RELEASE outbox");
-            Err(db_err(e))
-        }
+        Err(e) => match conn.execute_batch("ROLLBACK TO outbox; RELEASE outbox") {
+            Ok(()) => Err(Undo::Done(db_err(e))),
+            Err(_) => Err(Undo::Failed),
+        },
     }
 }
 
