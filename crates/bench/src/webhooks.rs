@@ -224,23 +224,30 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64) -> an
     let lat_targets: Vec<Arc<Target>> = (1..=LATENCY_APPS).map(|i| target(&http, &server.addr, APP0 + i)).collect();
     let lusers = 2_000;
     for t in &lat_targets {
-        import(t, &http, 8, 0, lusers + 40_000).await?;
+        import(t, &http, 8, 0, lusers + 60_000).await?;
     }
     let all: Vec<usize> = (0..lat_targets.len()).collect();
     let healthy: Vec<usize> = (0..lat_targets.len() - 1).collect();
+    // All healthy, then one endpoint in ten hanging, then (once its backlog has been delivered) all
+    // healthy again: the baseline is the mean of the two healthy runs, so drift over the run (a
+    // bigger database, a warmer machine) does not count against either side.
     let lat_all = paced(&lat_targets, &rcv, 1000, seconds, lusers, &all, 0).await?;
-    let lat_healthy_base = {
-        let mut v: Vec<f64> = lat_all.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    };
     let hang_app = lat_targets.last().unwrap();
     let r = hang_app.call("callback_config/set_callback", &json!({"Url": format!("http://{raddr}/hang")})).await?;
     anyhow::ensure!(r["ErrorCode"] == 0, "set_callback: {r}");
     let lat_hang = paced(&lat_targets, &rcv, 1000, seconds, lusers, &healthy, 1).await?;
+    let r = hang_app.call("callback_config/set_callback", &json!({"Url": format!("http://{raddr}/ok/{LATENCY_APPS}")})).await?;
+    anyhow::ensure!(r["ErrorCode"] == 0, "set_callback: {r}");
+    let drained = Instant::now();
+    while pending(&http, &server.addr).await? > 0 {
+        anyhow::ensure!(drained.elapsed() < Duration::from_secs(120), "the hanging endpoint's backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lat_all2 = paced(&lat_targets, &rcv, 1000, seconds, lusers, &all, 2).await?;
     let (p50, p99) = (percentile(&lat_all, 0.5), percentile(&lat_all, 0.99));
     let (h50, h99) = (percentile(&lat_hang, 0.5), percentile(&lat_hang, 0.99));
-    let b99 = percentile(&lat_healthy_base, 0.99);
+    let p99_after = percentile(&lat_all2, 0.99);
+    let b99 = (p99 + p99_after) / 2.0;
     let rss = server.proc.id().and_then(crate::peak_rss_kib).unwrap_or(0);
 
     println!();
@@ -260,7 +267,10 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64) -> an
         catch_up.as_secs_f64() * 1000.0
     );
     println!("| commit-to-receipt at 1,000 events/s (request sent → webhook received) | p50 {p50:.2} ms, p99 {:.2} ms | | | p50 ≤ 2 ms, p99 ≤ 20 ms |", p99);
-    println!("| same with 1 endpoint in 10 hanging: healthy endpoints | p50 {h50:.2} ms, p99 {h99:.2} ms | all healthy p99 {b99:.2} ms | {:.2}x | ≤ 1.2x |", h99 / b99);
+    println!(
+        "| same with 1 endpoint in 10 hanging: healthy endpoints | p50 {h50:.2} ms, p99 {h99:.2} ms | all healthy before and after: p99 {p99:.2} and {p99_after:.2} ms | {:.2}x | ≤ 1.2x |",
+        h99 / b99
+    );
     println!("| server peak RSS | {:.1} MiB | | | |", rss as f64 / 1024.0);
     let summary = json!({
         "raw_rps": raw.rps().round(),
@@ -268,7 +278,7 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64) -> an
         "write_calls_per_s": writes.rps().round(), "delivered_during_writes_per_s": (delivered_during as f64 / writes.secs).round(),
         "pending_after_writes": backlog_at_end, "catch_up_ms": (catch_up.as_secs_f64() * 1000.0).round(),
         "latency_p50_ms": (p50 * 100.0).round() / 100.0, "latency_p99_ms": (p99 * 100.0).round() / 100.0,
-        "hanging_healthy_p99_ms": (h99 * 100.0).round() / 100.0, "hanging_vs_healthy_p99": ((h99 / b99) * 100.0).round() / 100.0,
+        "hanging_healthy_p99_ms": (h99 * 100.0).round() / 100.0, "healthy_after_p99_ms": (p99_after * 100.0).round() / 100.0, "hanging_vs_healthy_p99": ((h99 / b99) * 100.0).round() / 100.0,
         "peak_rss_mib": ((rss as f64 / 1024.0) * 10.0).round() / 10.0,
     });
     println!("{summary}");
