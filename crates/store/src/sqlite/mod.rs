@@ -317,6 +317,10 @@ const RESTART_FRAMES: i64 = 32_768;
 fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(db_err)?;
+    // PASSIVE copies pages into the database file but syncs only when it reaches the end of the WAL,
+    // which a busy writer never lets it do; syncing here after each copy keeps the RESTART's fsync
+    // (the moment the writer waits) small.
+    let db_file = std::fs::File::open(path).map_err(StoreError::database)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let checkpoint = move |mode: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1))
@@ -325,8 +329,16 @@ fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, 
         .name("followd-checkpoint".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                let result =
-                    checkpoint("PASSIVE").and_then(|frames| if frames >= RESTART_FRAMES { checkpoint("RESTART") } else { Ok(frames) });
+                let result = checkpoint("PASSIVE").and_then(|frames| {
+                    if let Err(e) = db_file.sync_data() {
+                        tracing::warn!(error = %e, "cannot sync the database file");
+                    }
+                    if frames >= RESTART_FRAMES {
+                        checkpoint("RESTART")
+                    } else {
+                        Ok(frames)
+                    }
+                });
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
