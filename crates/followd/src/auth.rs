@@ -294,6 +294,11 @@ impl Apps {
     }
 }
 
+/// The end user an authenticated identifier names (the client API acts for it).
+pub fn identifier_user(identifier: &str) -> Result<followd_protocol::UserId, ApiError> {
+    followd_protocol::UserId::parse(identifier).map_err(|e| ApiError::new(code::BAD_URL_PARAMS, format!("identifier: {e}")))
+}
+
 /// The client's address: the peer, or the left-most `X-Forwarded-For` entry when the peer is a trusted
 /// proxy (decisions.md §5).
 pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[ipnet::IpNet]) -> IpAddr {

@@ -29,8 +29,11 @@ pub fn platform(headers: &HeaderMap) -> OptPlatform {
     }
 }
 
-fn parse_user(identifier: &str) -> Result<UserId, ApiError> {
-    UserId::parse(identifier).map_err(|e| ApiError::new(code::BAD_URL_PARAMS, format!("identifier: {e}")))
+/// A refusal of the WebSocket route: the envelope, with an HTTP status a WebSocket client can act on.
+fn refuse(request_id: &str, status: StatusCode, e: ApiError) -> Response {
+    let mut r = envelope::<()>(Family::Follow, request_id, Err(e));
+    *r.status_mut() = status;
+    r
 }
 
 /// `POST /v1/client/follow/{command}`.
@@ -61,14 +64,13 @@ pub async fn events(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let request_id = st.next_request_id();
-    let auth = st.apps.authenticate(&UrlParams::parse(query.as_deref()), now_secs()).and_then(|(app, id)| Ok((app, parse_user(&id)?)));
+    let auth = st
+        .apps
+        .authenticate(&UrlParams::parse(query.as_deref()), now_secs())
+        .and_then(|(app, id)| Ok((app, crate::auth::identifier_user(&id)?)));
     let (app, me) = match auth {
         Ok(a) => a,
-        Err(e) => {
-            let mut r = envelope::<()>(Family::Follow, &request_id, Err(e));
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            return r;
-        }
+        Err(e) => return refuse(&request_id, StatusCode::UNAUTHORIZED, e),
     };
     let ws = match ws {
         Ok(ws) => ws,
@@ -76,9 +78,7 @@ pub async fn events(
     };
     if !st.live.has_room(app.sdkappid, me.as_str()) {
         let e = ApiError::new(code::RATE_LIMITED, format!("{me} already has {} live connections", crate::live::MAX_DEVICES));
-        let mut r = envelope::<()>(Family::Follow, &request_id, Err(e));
-        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return r;
+        return refuse(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
     }
     let sdkappid = app.sdkappid;
     // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.

@@ -197,7 +197,7 @@ pub async fn serve(st: &AppState, api: Api, surface: Surface, req: Incoming, req
         }
         Surface::Client => {
             let (app, identifier) = st.apps.authenticate(&params, now)?;
-            let me = UserId::parse(&identifier).map_err(|e| ApiError::new(code::BAD_URL_PARAMS, format!("identifier: {e}")))?;
+            let me = crate::auth::identifier_user(&identifier)?;
             // Its own bucket: end users cannot use up the admin REST API's budget.
             app.check_rate(api.client_name(), now)?;
             if api == Api::FollowCheck {

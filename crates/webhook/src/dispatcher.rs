@@ -277,27 +277,31 @@ impl Actor {
                 },
                 () = sleep_until(next_timer) => {
                     let now = Instant::now();
+                    let mut due_apps = Vec::new();
                     while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
                         if t > now {
                             break;
                         }
                         self.timers.pop();
                         match timer_payloads.remove(&seq) {
-                            Some(Timer::Key(key)) => self.make_ready(key),
+                            Some(Timer::Key(key)) => {
+                                due_apps.push(key.0);
+                                self.make_ready(key);
+                            }
                             Some(Timer::Probe(app)) => {
                                 if let Some(a) = self.apps.get_mut(&app) {
                                     a.probe_timer = false;
                                 }
-                                if !stopping {
-                                    self.pump(app, &mut timer_payloads);
-                                }
+                                due_apps.push(app);
                             }
                             None => {}
                         }
                     }
+                    // Only the apps whose timers fired have anything new to start.
+                    due_apps.sort_unstable();
+                    due_apps.dedup();
                     if !stopping {
-                        let apps: Vec<AppId> = self.apps.keys().copied().collect();
-                        for app in apps {
+                        for app in due_apps {
                             self.pump(app, &mut timer_payloads);
                         }
                     }

@@ -378,7 +378,8 @@ struct Writer {
     conn: Connection,
     /// (app, UserID) → id; valid across batches because only this thread writes.
     ids: HashMap<(AppId, UserId), Uid>,
-    names: HashMap<Uid, UserId>,
+    /// id → (app, UserID): the reverse of `ids`, so a deletion evicts both in O(1).
+    names: HashMap<Uid, (AppId, UserId)>,
     last_key: TimeKey,
     hooks: CommitHooks,
 }
@@ -467,7 +468,7 @@ impl Writer {
 struct SqliteWriteTx<'w> {
     conn: &'w Connection,
     ids: &'w mut HashMap<(AppId, UserId), Uid>,
-    names: &'w mut HashMap<Uid, UserId>,
+    names: &'w mut HashMap<Uid, (AppId, UserId)>,
     last_key: &'w mut TimeKey,
     /// id → (stored counts, delta of this batch)
     counts: HashMap<Uid, (Counts, Counts)>,
@@ -522,17 +523,18 @@ impl WriteTx for SqliteWriteTx<'_> {
         })?;
         if let Some(id) = found {
             self.ids.insert((app, user.clone()), id);
-            self.names.insert(id, user.clone());
+            self.names.insert(id, (app, user.clone()));
         }
         Ok(found)
     }
 
     fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
-        if let Some(u) = self.names.get(&uid) {
+        if let Some((_, u)) = self.names.get(&uid) {
             return Ok(u.clone());
         }
-        let name: String =
-            self.guard(|tx| tx.conn.prepare_cached("SELECT user_id FROM accounts WHERE id = ?1")?.query_row([uid], |r| r.get(0)))?;
+        let (app, name): (i64, String) = self.guard(|tx| {
+            tx.conn.prepare_cached("SELECT app, user_id FROM accounts WHERE id = ?1")?.query_row([uid], |r| Ok((r.get(0)?, r.get(1)?)))
+        })?;
         let user = match UserId::parse(&name) {
             Ok(u) => u,
             Err(e) => {
@@ -542,7 +544,7 @@ impl WriteTx for SqliteWriteTx<'_> {
                 return Err(e);
             }
         };
-        self.names.insert(uid, user.clone());
+        self.names.insert(uid, (app as AppId, user.clone()));
         Ok(user)
     }
 
@@ -581,15 +583,17 @@ impl WriteTx for SqliteWriteTx<'_> {
             }
         };
         self.ids.insert((app, user.clone()), id);
-        self.names.insert(id, user.clone());
+        self.names.insert(id, (app, user.clone()));
         Ok((id, created))
     }
 
     fn delete_account(&mut self, uid: Uid) -> StoreResult<()> {
         self.guard(|tx| tx.conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([uid]))?;
         self.counts.remove(&uid);
-        self.ids.retain(|_, v| *v != uid);
-        self.names.remove(&uid);
+        // Every cached id has its reverse entry, so this evicts the account without scanning the cache.
+        if let Some(key) = self.names.remove(&uid) {
+            self.ids.remove(&key);
+        }
         Ok(())
     }
 
