@@ -41,6 +41,8 @@ const MAX_CACHED_IDS: usize = 200_000;
 /// How many idle reader connections are kept.
 const MAX_IDLE_READERS: usize = 16;
 
+/// The schema of version 1, frozen: later changes are [`MIGRATIONS`], so an existing database is
+/// brought forward step by step and a new one goes through the same steps.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
@@ -109,6 +111,37 @@ CREATE TABLE IF NOT EXISTS webhook_overrides (
 PRAGMA user_version = 1;
 "#;
 
+/// Schema changes after version 1, in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
+/// `i + 2`. Each runs in one transaction together with its `PRAGMA user_version`, so a crash leaves the
+/// database at one version or the next, never between.
+const MIGRATIONS: &[&str] = &[];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+/// Creates the schema or brings an older one forward; refuses a database written by a newer followd.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(db_err);
+    if version(conn)? == 0 {
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+    }
+    let found = version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::database(std::io::Error::other(format!(
+            "the database has schema version {found}, newer than this followd knows ({SCHEMA_VERSION}); run a newer followd"
+        ))));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip((found - 1) as usize) {
+        let to = i as i64 + 2;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {step}\nPRAGMA user_version = {to}; COMMIT;")).map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            db_err(e)
+        })?;
+        tracing::info!(version = to, "database schema migrated");
+    }
+    Ok(())
+}
+
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -172,7 +205,7 @@ impl SqliteStore {
              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        migrate(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         let last_key: Option<i64> = conn.query_row("SELECT max(t) FROM edges", [], |r| r.get(0)).map_err(db_err)?;
         let (tx, rx) = mpsc::unbounded_channel();
