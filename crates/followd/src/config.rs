@@ -97,7 +97,8 @@ pub struct WebhookConfig {
     /// Delays before each retry with `retry = "backoff"`, in ms (±20 % jitter is applied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_schedule_ms: Option<Vec<u64>>,
-    /// Allow loopback, private and link-local destinations (local development).
+    /// Allow loopback and private destinations (local development); link-local and cloud metadata
+    /// destinations stay refused.
     #[serde(default)]
     pub allow_private_destinations: bool,
 }

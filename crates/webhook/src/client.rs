@@ -1,13 +1,14 @@
-//! One delivery attempt: the exact request Tencent would send, over a client that refuses private
-//! destinations, follows no redirect and reads at most 64 KiB of the answer.
+//! One delivery attempt: the exact request Tencent would send, over a client whose resolver and
+//! literal check apply the SSRF rules of [`crate::ssrf`], that follows no redirect and reads at most
+//! 64 KiB of the answer.
 
 use followd_graph::outbox::{Outcome, StoredEvent};
 use followd_protocol::{sign, webhook};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::ssrf::{check_url, GuardedResolver, Refused};
 use crate::Endpoint;
 
 /// The most response bytes read.
@@ -36,63 +37,9 @@ pub struct AttemptResult {
     pub at_ms: i64,
 }
 
-/// Whether an address may receive webhooks without `allow_private_destinations`.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || (o[0] == 198 && (o[1] & 0xfe) == 18)
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0xdb8)
-                // Ranges that embed an IPv4 address (NAT64, 6to4, IPv4-compatible) could reach a
-                // private one: refused outright.
-                || (s[0] == 0x64 && s[1] == 0xff9b)
-                || s[0] == 0x2002
-                || s[..6] == [0; 6])
-        }
-    }
-}
-
-/// The SSRF guard's refusal, recognisable in a reqwest error's source chain.
-#[derive(Debug, thiserror::Error)]
-#[error("destination {0} is, or resolves only to, loopback, private, link-local or unspecified addresses")]
-pub struct Refused(String);
-
-/// A resolver that returns only public addresses, so the address checked is the address connected to.
-struct GuardedResolver;
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| is_public(a.ip())).collect();
-            if addrs.is_empty() {
-                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Two pooled keep-alive clients: one guarded, one for apps that allow private destinations.
+/// Two pooled keep-alive clients: one for public destinations only, one for apps that allow private
+/// ones. Both resolve through a [`GuardedResolver`]: even the second never reaches link-local or
+/// metadata addresses.
 #[derive(Clone)]
 pub struct Clients {
     guarded: reqwest::Client,
@@ -112,7 +59,10 @@ impl Clients {
                 // A proxy would resolve the destination itself, out of the SSRF guard's sight.
                 .no_proxy()
         };
-        Ok(Clients { guarded: base().dns_resolver(Arc::new(GuardedResolver)).build()?, open: base().build()? })
+        Ok(Clients {
+            guarded: base().dns_resolver(Arc::new(GuardedResolver { allow_private: false })).build()?,
+            open: base().dns_resolver(Arc::new(GuardedResolver { allow_private: true })).build()?,
+        })
     }
 
     /// Sends one attempt of `ev` to `ep`.
@@ -139,9 +89,9 @@ impl Clients {
                 return r;
             }
         };
-        if let (false, Err(e)) = (ep.allow_private, check_literal(&url)) {
+        if let Err(e) = check_url(&url, ep.allow_private) {
             r.outcome = Outcome::Refused;
-            r.error = Some(e);
+            r.error = Some(e.to_string());
             return r;
         }
         let id = webhook_id(ev.id);
@@ -199,20 +149,6 @@ impl Clients {
     }
 }
 
-/// Refuses a URL whose host is a non-public IP literal (a resolver is not asked for those).
-fn check_literal(url: &reqwest::Url) -> Result<(), String> {
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-        _ => return Ok(()),
-    };
-    if is_public(ip) {
-        Ok(())
-    } else {
-        Err(Refused(ip.to_string()).to_string())
-    }
-}
-
 /// Whether an answer is JSON. An answer longer than what is read counts as JSON when it starts like an
 /// object or an array (its end was never read).
 fn is_json(body: &[u8]) -> bool {
@@ -241,29 +177,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_special_addresses_are_refused() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn long_json_answers_count_as_json() {

@@ -2,7 +2,9 @@
 //! Tencent Cloud Chat would send it, at least once, in order per user (decisions.md §4).
 //!
 //! - [`client`] builds and sends one attempt: the exact URL, body and headers, a timeout, no redirects,
-//!   at most 64 KiB read, and the SSRF guard (the address checked is the address connected to).
+//!   at most 64 KiB read.
+//! - [`ssrf`] decides which destinations an app may reach (the address checked is the address
+//!   connected to); link-local and cloud metadata addresses never.
 //! - [`dispatcher`] decides what to send when: one event in flight per (app, From_Account), retries
 //!   with jitter and `Retry-After`, a circuit breaker and an in-flight cap per endpoint, and batched
 //!   writes of the delivery log.
@@ -12,6 +14,7 @@ pub mod breaker;
 pub mod client;
 pub mod dispatcher;
 pub mod metrics;
+pub mod ssrf;
 
 use followd_graph::{AppId, Subscriptions};
 use std::sync::Arc;
@@ -38,7 +41,7 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Delays before each retry; empty means one attempt only (`retry = "none"`).
     pub schedule: Vec<Duration>,
-    /// Allow loopback, private and link-local destinations.
+    /// Allow loopback and private destinations (never link-local or cloud metadata ones).
     pub allow_private: bool,
 }
 

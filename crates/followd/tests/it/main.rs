@@ -10,4 +10,5 @@ mod model;
 mod openapi;
 mod receiver;
 mod receiving;
+mod ssrf;
 mod webhooks;

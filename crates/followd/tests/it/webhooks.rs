@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An `[apps.webhook]` table pointing at `url`, with fast retries for tests.
-fn hook(url: &str, extra: &str) -> String {
+pub(crate) fn hook(url: &str, extra: &str) -> String {
     let schedule = if extra.contains("retry_schedule_ms") { "" } else { "retry_schedule_ms = [30, 30, 30, 30, 30, 30]\n" };
     format!("[apps.webhook]\nurl = \"{url}\"\nallow_private_destinations = true\n{schedule}{extra}\n")
 }
@@ -19,13 +19,13 @@ fn vectors() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-async fn events(s: &Server, filter: Value) -> Vec<Value> {
+pub(crate) async fn events(s: &Server, filter: Value) -> Vec<Value> {
     let r = s.call("callback_config/list_events", filter).await;
     assert_ok(&r);
     r["Events"].as_array().unwrap().clone()
 }
 
-async fn wait_state(s: &Server, id: i64, state: &str) -> Value {
+pub(crate) async fn wait_state(s: &Server, id: i64, state: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let all = events(s, json!({})).await;
