@@ -1,7 +1,7 @@
 //! `/v4/callback_config/*`: the webhook admin API. Same URL parameters and admin check as the REST API;
 //! bodies shaped like Tencent's `set_callback` / `set_callback_token` (protocol.md §1.6–1.7).
 
-use followd_graph::outbox::{EventFilter, EventRow, EventState, Requeue};
+use followd_graph::outbox::{EventFilter, EventRef, EventRow, EventState, Requeue, WebhookId};
 use followd_protocol::{code, CallbackCommand};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -15,6 +15,25 @@ pub const MAX_LIST: u64 = 1000;
 
 fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::new(code::CONFIG_INVALID_PARAM, m)
+}
+
+/// The event a call names: `{"EventId": n}` or `{"WebhookId": "evt_…"}`, exactly one of them.
+fn event_ref(body: &Body) -> Result<EventRef, ApiError> {
+    match (body.opt_i64("EventId")?, body.opt_str("WebhookId")?) {
+        (Some(id), None) => Ok(EventRef::Id(id)),
+        (None, Some(w)) => WebhookId::parse(w)
+            .map(EventRef::Webhook)
+            .ok_or_else(|| invalid("WebhookId is not a webhook-id this server sends (evt_ and a UUID, or evt_ and a number)")),
+        (Some(_), Some(_)) => Err(invalid("give EventId or WebhookId, not both")),
+        (None, None) => Err(invalid("EventId or WebhookId is required")),
+    }
+}
+
+fn describe(e: EventRef) -> String {
+    match e {
+        EventRef::Id(id) => format!("event {id}"),
+        EventRef::Webhook(w) => format!("event {w}"),
+    }
 }
 
 impl Call<'_> {
@@ -127,11 +146,11 @@ impl Call<'_> {
         Ok(EventPage { events: rows.into_iter().map(EventItem::from).collect(), next_cursor: next })
     }
 
-    /// `list_attempts`: every attempt of one event, oldest first.
+    /// `list_attempts`: every attempt of one event (by `EventId` or `WebhookId`), oldest first.
     pub async fn list_attempts(&self, body: &Body) -> Result<AttemptPage, ApiError> {
-        let id = body.opt_i64("EventId")?.ok_or_else(|| invalid("EventId is required"))?;
-        let rows = self.st.outbox.list_attempts(self.app.sdkappid, id).await.map_err(|e| self.internal(e))?;
-        let rows = rows.ok_or_else(|| invalid(format!("event {id} does not exist")))?;
+        let event = event_ref(body)?;
+        let rows = self.st.outbox.list_attempts(self.app.sdkappid, event).await.map_err(|e| self.internal(e))?;
+        let rows = rows.ok_or_else(|| invalid(format!("{} does not exist", describe(event))))?;
         Ok(AttemptPage {
             attempts: rows
                 .into_iter()
@@ -148,10 +167,11 @@ impl Call<'_> {
         })
     }
 
-    /// `replay_event` (`{"EventId": n}`) and `replay_dead` (`{"StartTime": ms, "EndTime": ms}`).
+    /// `replay_event` (`{"EventId": n}` or `{"WebhookId": "evt_…"}`) and `replay_dead`
+    /// (`{"StartTime": ms, "EndTime": ms}`). A replayed event keeps its `webhook-id`.
     pub async fn replay(&self, body: &Body, one: bool) -> Result<Replayed, ApiError> {
         let which = if one {
-            Requeue::One(body.opt_i64("EventId")?.ok_or_else(|| invalid("EventId is required"))?)
+            Requeue::One(event_ref(body)?)
         } else {
             let start = body.opt_i64("StartTime")?.ok_or_else(|| invalid("StartTime (ms) is required"))?;
             let end = body.opt_i64("EndTime")?.ok_or_else(|| invalid("EndTime (ms) is required"))?;
@@ -244,7 +264,7 @@ impl From<EventRow> for EventItem {
         let e = r.event;
         EventItem {
             event_id: e.id,
-            webhook_id: followd_webhook::client::webhook_id(e.id),
+            webhook_id: e.webhook_id.to_string(),
             command: e.command.as_str(),
             from: e.from,
             state: r.state.as_str(),

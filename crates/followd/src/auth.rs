@@ -159,6 +159,10 @@ impl Endpoints for Apps {
     fn endpoint(&self, app: u64) -> Option<Arc<Endpoint>> {
         self.apps.get(&app).and_then(|a| a.endpoint())
     }
+
+    fn apps(&self) -> Vec<u64> {
+        self.apps.keys().copied().collect()
+    }
 }
 
 /// A token bucket per user for the client API's `follow_check`: `calls` per `window`.

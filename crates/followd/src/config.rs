@@ -26,7 +26,8 @@ pub struct Config {
     /// `"process"` (default: a killed process loses nothing acknowledged) or `"fsync"` (also power loss).
     #[serde(default = "default_durability")]
     pub durability: String,
-    /// Webhook events held in memory; past it they wait in the outbox and are read back in order.
+    /// Webhook events held in memory, shared fairly between apps; past its share an app's events wait
+    /// in the outbox and are read back in order.
     #[serde(default = "default_memory_events")]
     pub delivery_queue_in_memory: usize,
     /// How long delivered events and their attempts are kept in the delivery log.

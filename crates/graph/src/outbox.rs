@@ -2,8 +2,10 @@
 //! attempts, and the operations the admin API needs. Backends implement [`Outbox`].
 
 use followd_protocol::{CallbackCommand, OptPlatform};
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use uuid::Uuid;
 
 use crate::{AppId, StoreResult};
 
@@ -47,11 +49,63 @@ impl EventState {
     }
 }
 
+/// An event's `webhook-id`: what receivers dedupe on, so it is never reused by another event, not
+/// after a restore from backup, a wiped `data_dir` or on another node.
+///
+/// A row id cannot promise that (a restored or new database hands the same ids out again), so every
+/// event gets a UUIDv7 when it is written: 74 random bits make it unique everywhere, and its first
+/// 48 bits (the commit time in ms) order it by time.
+/// Events written before followd stored one were already sent as `evt_<EventId>` and keep that id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookId {
+    /// A UUIDv7 made when the event was written; sent as `evt_` and its hyphenated lowercase text.
+    Uuid(Uuid),
+    /// `evt_<EventId>`: an event written before followd stored webhook ids (schema version 1).
+    Legacy(i64),
+}
+
+impl WebhookId {
+    /// What every `webhook-id` starts with.
+    pub const PREFIX: &'static str = "evt_";
+
+    /// Parses a `webhook-id` as this server sends it; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix(Self::PREFIX)?;
+        if rest.len() == 36 {
+            return Uuid::try_parse(rest).ok().map(WebhookId::Uuid);
+        }
+        if rest.is_empty() || rest.len() > 19 || !rest.bytes().all(|b| b.is_ascii_digit()) || rest.starts_with('0') {
+            return None;
+        }
+        rest.parse().ok().map(WebhookId::Legacy)
+    }
+}
+
+impl fmt::Display for WebhookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookId::Uuid(u) => write!(f, "{}{}", Self::PREFIX, u.hyphenated()),
+            WebhookId::Legacy(id) => write!(f, "{}{id}", Self::PREFIX),
+        }
+    }
+}
+
+/// How the admin API names one event: by its numeric `EventId` or by its `WebhookId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRef {
+    /// The numeric id (local to this database; used for paging).
+    Id(i64),
+    /// The `webhook-id` the receiver saw.
+    Webhook(WebhookId),
+}
+
 /// A committed event, ready to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    /// Unique id; the `webhook-id` header derives from it.
+    /// The row id: local to this database, grows with commit order (orders one user's events).
     pub id: i64,
+    /// The `webhook-id` header: globally unique, the same on every retry and replay.
+    pub webhook_id: WebhookId,
     /// The app.
     pub app: AppId,
     /// Which webhook.
@@ -200,8 +254,12 @@ pub struct WebhookOverride {
 
 /// The outbox operations of a backend. Writes go through the backend's single writer.
 pub trait Outbox: Send + Sync + 'static {
-    /// Up to `limit` pending events with an id above `after_id`, in id order.
-    fn load_pending(&self, after_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Up to `limit` pending events of `app` with an id above `after_id`, in id order.
+    fn load_pending(&self, app: AppId, after_id: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Those of the events `ids` of `app` that are pending, in id order.
+    fn load_events(&self, app: AppId, ids: Vec<i64>) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Every app that has pending events, in order.
+    fn pending_apps(&self) -> BoxFuture<'_, StoreResult<Vec<AppId>>>;
     /// How many events are pending.
     fn count_pending(&self) -> BoxFuture<'_, StoreResult<u64>>;
     /// Records attempts and the resulting event states in one transaction.
@@ -209,7 +267,7 @@ pub trait Outbox: Send + Sync + 'static {
     /// Lists an app's events, newest first.
     fn list_events(&self, app: AppId, filter: EventFilter) -> BoxFuture<'_, StoreResult<Vec<EventRow>>>;
     /// Lists an event's attempts, oldest first; `None` when the app has no such event.
-    fn list_attempts(&self, app: AppId, event_id: i64) -> BoxFuture<'_, StoreResult<Option<Vec<AttemptRow>>>>;
+    fn list_attempts(&self, app: AppId, event: EventRef) -> BoxFuture<'_, StoreResult<Option<Vec<AttemptRow>>>>;
     /// Puts delivered or dead events back to pending: one event, or every dead event created in a time
     /// range. Returns the requeued events.
     fn requeue(&self, app: AppId, which: Requeue) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
@@ -225,7 +283,41 @@ pub trait Outbox: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requeue {
     /// One event (delivered or dead).
-    One(i64),
+    One(EventRef),
     /// Every dead event created in `[start_ms, end_ms)`.
     DeadBetween(i64, i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_ids_print_and_parse_back() {
+        let u = Uuid::from_u128(0x0190_1234_5678_7abc_8def_0123_4567_89ab);
+        let id = WebhookId::Uuid(u);
+        assert_eq!(id.to_string(), "evt_01901234-5678-7abc-8def-0123456789ab");
+        assert_eq!(WebhookId::parse(&id.to_string()), Some(id));
+        assert_eq!(WebhookId::Legacy(42).to_string(), "evt_42");
+        assert_eq!(WebhookId::parse("evt_42"), Some(WebhookId::Legacy(42)));
+        assert_eq!(WebhookId::parse("evt_9223372036854775807"), Some(WebhookId::Legacy(i64::MAX)));
+        for bad in [
+            "",
+            "evt_",
+            "42",
+            "EVT_42",
+            "evt_-1",
+            "evt_042",
+            "evt_0",
+            "evt_+1",
+            "evt_9223372036854775808",
+            "evt_01901234-5678-7abc-8def-0123456789a",
+            "evt_01901234-5678-7abc-8def-0123456789ax",
+            "evt_0190123456787abc8def0123456789ab",
+            "evt_01901234-5678-7abc-8def-0123456789ab ",
+            "msg_01901234-5678-7abc-8def-0123456789ab",
+        ] {
+            assert_eq!(WebhookId::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -94,7 +94,7 @@ impl Clients {
             r.error = Some(e.to_string());
             return r;
         }
-        let id = webhook_id(ev.id);
+        let id = ev.webhook_id.to_string();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("webhook-id", HeaderValue::from_str(&id).expect("ascii"));
@@ -156,11 +156,6 @@ fn is_json(body: &[u8]) -> bool {
         return matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['));
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-}
-
-/// The `webhook-id` of an event: stable across every retry.
-pub fn webhook_id(event_id: i64) -> String {
-    format!("evt_{event_id}")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

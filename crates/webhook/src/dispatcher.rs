@@ -1,24 +1,27 @@
 //! The dispatcher: one task that owns every queue and decides what to send when.
 //!
-//! Events arrive from the store right after their commit (and from the outbox at start-up and on
-//! replay). They queue per (app, From_Account); a key has at most one attempt in flight, so one user's
-//! events reach the receiver in commit order while different users proceed in parallel. Each app
-//! (endpoint) has its own ready queue, in-flight cap and circuit breaker, so a slow or dead endpoint
-//! only ever holds its own events. Attempts run as their own tasks and report back; their records are
-//! written in batches by a recorder task, in the order they happened.
+//! Events arrive from the store right after their commit (and from the outbox at start-up, on
+//! read-back and on replay). They queue per (app, From_Account); a key has at most one attempt in
+//! flight, so one user's events reach the receiver in commit order while different users proceed in
+//! parallel. Each app (endpoint) has its own ready queue, in-flight cap, circuit breaker and share of
+//! the memory ([`crate::window`]), so a slow or dead endpoint only ever holds its own events. Attempts
+//! run as their own tasks and report back; their records are written in batches by a recorder task,
+//! in the order they happened. Retry and probe timers live in a [`DelayQueue`].
 
 use followd_graph::outbox::{AttemptRecord, EventState, Outbox, Outcome, StoredEvent};
 use followd_graph::AppId;
 use rand::Rng as _;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::time::DelayQueue;
 
 use crate::breaker::Breaker;
-use crate::client::{webhook_id, AttemptResult, Clients};
+use crate::client::{AttemptResult, Clients};
 use crate::metrics::Metrics;
+use crate::window::{by_app, Load, Windows};
 use crate::{Endpoint, Endpoints};
 
 /// Most attempts in flight to one endpoint.
@@ -27,8 +30,9 @@ pub const MAX_IN_FLIGHT_PER_ENDPOINT: usize = 256;
 /// one (up to [`MAX_IN_FLIGHT_PER_ENDPOINT`]); every timeout or connection failure halves it, so a
 /// hanging endpoint holds a handful of connections, not hundreds.
 pub const INITIAL_IN_FLIGHT: usize = 16;
-/// Events held in memory by default; beyond it new events stay only in the outbox and are read back
-/// in id order as the queue drains (each costs a few hundred bytes in memory).
+/// Events held in memory by default, split between the apps ([`crate::window`]); beyond its share an
+/// app's new events stay only in the outbox and are read back in id order as its queue drains (each
+/// event costs a few hundred bytes in memory).
 pub const DEFAULT_MEMORY_EVENTS: usize = 500_000;
 
 /// The longest `Retry-After` honoured.
@@ -47,14 +51,14 @@ pub struct Stats {
     pub oldest_created_ms: Option<i64>,
     /// Attempts in flight.
     pub in_flight: usize,
-    /// More pending events wait in the outbox than memory holds (`pending` counts only memory).
+    /// Some pending events wait only in the outbox (`pending` counts only memory).
     pub spilled: bool,
 }
 
 enum Msg {
     Enqueue(Vec<StoredEvent>),
-    /// A page read back from the outbox after a spill (`None`: the read failed).
-    Loaded(Option<Vec<StoredEvent>>),
+    /// A read from the outbox that an app's window asked for (`None`: the read failed).
+    Loaded(AppId, Load, Option<Vec<StoredEvent>>),
     Done(Box<Done>),
     Stats(oneshot::Sender<Stats>),
 }
@@ -78,8 +82,8 @@ impl Dispatcher {
     /// `committed` until `shutdown` turns true. The returned task ends after in-flight attempts have
     /// finished (bounded by their timeouts) and their records are written.
     ///
-    /// At most `memory_events` events are held in memory; past that, events stay in the outbox only
-    /// and are read back, in id order, once the queue has drained to half of it.
+    /// At most `memory_events` events are held in memory, split between the apps; past its share,
+    /// an app's events stay in the outbox only and are read back, in id order, as its queue drains.
     pub async fn start(
         outbox: Arc<dyn Outbox>,
         endpoints: Arc<dyn Endpoints>,
@@ -88,25 +92,29 @@ impl Dispatcher {
         shutdown: watch::Receiver<bool>,
         memory_events: usize,
     ) -> anyhow_like::Result<(Dispatcher, tokio::task::JoinHandle<()>)> {
-        let memory_events = memory_events.max(1);
-        let pending = outbox.load_pending(0, memory_events).await?;
-        let spilled = pending.len() >= memory_events;
+        // Every app that can owe events gets a share: the configured ones, and any other that still
+        // has events pending from before (they die at once: nowhere to send them).
+        let mut apps = endpoints.apps();
+        apps.extend(outbox.pending_apps().await?);
+        apps.sort_unstable();
+        apps.dedup();
+        let mut windows = Windows::new(memory_events.max(1), &apps);
+        let mut pending = Vec::new();
+        for &app in &apps {
+            let limit = windows.startup_limit(app);
+            let page = outbox.load_pending(app, 0, limit).await?;
+            windows.started(app, limit, &page);
+            pending.extend(page);
+        }
         let clients = Clients::new().map_err(|e| anyhow_like::Error(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (rec_tx, rec_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record_loop(outbox.clone(), rec_rx));
-        tracing::info!(pending = pending.len(), more_in_outbox = spilled, "webhook dispatcher started");
+        tracing::info!(pending = pending.len(), more_in_outbox = windows.behind(), "webhook dispatcher started");
         let actor = Actor {
             outbox,
             stopping: false,
-            window: Window {
-                max: memory_events,
-                held: 0,
-                spilled,
-                loaded_up_to: pending.last().map_or(0, |e| e.id),
-                dropped_up_to: 0,
-                loading: false,
-            },
+            windows,
             endpoints,
             clients,
             metrics,
@@ -114,8 +122,7 @@ impl Dispatcher {
             records: rec_tx,
             keys: HashMap::new(),
             apps: HashMap::new(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
+            timers: DelayQueue::new(),
             in_flight: 0,
         };
         let handle = tokio::spawn(async move {
@@ -197,32 +204,9 @@ enum Timer {
     Probe(AppId),
 }
 
-/// The in-memory window over the outbox.
-struct Window {
-    /// Most events held.
-    max: usize,
-    /// Events held now.
-    held: usize,
-    /// Events past the window are in the outbox only.
-    spilled: bool,
-    /// The highest id taken into memory from commits or the outbox.
-    loaded_up_to: i64,
-    /// The highest id of a committed event left in the outbox while spilled.
-    dropped_up_to: i64,
-    /// A read-back is under way.
-    loading: bool,
-}
-
-impl Window {
-    /// Events read back at a time: half the window (at least one).
-    fn page(&self) -> usize {
-        (self.max / 2).max(1)
-    }
-}
-
 struct Actor {
     outbox: Arc<dyn Outbox>,
-    window: Window,
+    windows: Windows,
     /// Shutting down: no new attempts, no read-backs.
     stopping: bool,
     endpoints: Arc<dyn Endpoints>,
@@ -232,8 +216,7 @@ struct Actor {
     records: mpsc::UnboundedSender<AttemptRecord>,
     keys: HashMap<Key, KeyQueue>,
     apps: HashMap<AppId, AppQueue>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    timer_seq: u64,
+    timers: DelayQueue<Timer>,
     in_flight: usize,
 }
 
@@ -249,15 +232,16 @@ impl Actor {
         pending: Vec<StoredEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut timer_payloads: HashMap<u64, Timer> = HashMap::new();
-        self.enqueue(pending, &mut timer_payloads);
+        for (app, events) in by_app(pending) {
+            self.enqueue(events);
+            self.maybe_reload(app);
+        }
         let mut stopping = *shutdown.borrow();
         let mut committed_open = true;
         loop {
             if stopping && self.in_flight == 0 {
                 break;
             }
-            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             tokio::select! {
                 biased;
                 changed = shutdown.changed(), if !stopping => {
@@ -268,41 +252,40 @@ impl Actor {
                     }
                 }
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle(m, stopping, &mut timer_payloads),
+                    Some(m) => self.handle(m),
                     None => break,
                 },
                 batch = committed.recv(), if committed_open => match batch {
-                    Some(events) => self.committed(events, &mut timer_payloads),
+                    Some(events) => self.committed(events),
                     None => committed_open = false,
                 },
-                () = sleep_until(next_timer) => {
-                    let now = Instant::now();
-                    let mut due_apps = Vec::new();
-                    while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
-                        if t > now {
-                            break;
-                        }
-                        self.timers.pop();
-                        match timer_payloads.remove(&seq) {
-                            Some(Timer::Key(key)) => {
+                Some(first) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
+                    // Take every timer due now, then start what they allow, once per app.
+                    let mut due = vec![first.into_inner()];
+                    let mut cx = Context::from_waker(Waker::noop());
+                    while let Poll::Ready(Some(t)) = self.timers.poll_expired(&mut cx) {
+                        due.push(t.into_inner());
+                    }
+                    let mut due_apps = Vec::with_capacity(due.len());
+                    for t in due {
+                        match t {
+                            Timer::Key(key) => {
                                 due_apps.push(key.0);
                                 self.make_ready(key);
                             }
-                            Some(Timer::Probe(app)) => {
+                            Timer::Probe(app) => {
                                 if let Some(a) = self.apps.get_mut(&app) {
                                     a.probe_timer = false;
                                 }
                                 due_apps.push(app);
                             }
-                            None => {}
                         }
                     }
-                    // Only the apps whose timers fired have anything new to start.
                     due_apps.sort_unstable();
                     due_apps.dedup();
                     if !stopping {
                         for app in due_apps {
-                            self.pump(app, &mut timer_payloads);
+                            self.pump(app);
                         }
                     }
                 }
@@ -311,47 +294,28 @@ impl Actor {
         tracing::info!("webhook dispatcher stopped");
     }
 
-    fn add_timer(&mut self, at: Instant, t: Timer, payloads: &mut HashMap<u64, Timer>) {
-        self.timer_seq += 1;
-        payloads.insert(self.timer_seq, t);
-        self.timers.push(Reverse((at, self.timer_seq)));
-    }
-
-    fn handle(&mut self, msg: Msg, stopping: bool, timers: &mut HashMap<u64, Timer>) {
+    fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Enqueue(mut events) => {
-                // While spilled, a replayed event past the window is read back with the rest (taking
-                // it now as well would send it twice).
-                if self.window.spilled {
-                    let upto = self.window.loaded_up_to;
-                    events.retain(|e| e.id <= upto);
+            Msg::Enqueue(events) => {
+                for (app, mut events) in by_app(events) {
+                    self.windows.replay(app, &mut events);
+                    self.enqueue(events);
+                    self.maybe_reload(app);
                 }
-                self.enqueue(events, timers);
-                self.maybe_reload();
             }
-            Msg::Loaded(None) => {
-                self.window.loading = false;
-                self.maybe_reload();
-            }
-            Msg::Loaded(Some(events)) => {
-                let w = &mut self.window;
-                w.loading = false;
-                let last = events.last().map(|e| e.id);
-                // Caught up when a page came back short and covered every event left behind.
-                if events.len() < w.page() && last.unwrap_or(w.loaded_up_to).max(w.loaded_up_to) >= w.dropped_up_to {
-                    w.spilled = false;
-                    tracing::info!("webhook queue back in memory");
+            Msg::Loaded(app, load, result) => {
+                let was_behind = self.windows.is_behind(app);
+                let events = self.windows.loaded(app, load, result);
+                if was_behind && !self.windows.is_behind(app) {
+                    tracing::info!(app, "webhook queue of this app back in memory");
                 }
-                if let Some(last) = last {
-                    w.loaded_up_to = w.loaded_up_to.max(last);
-                }
-                self.enqueue(events, timers);
-                self.maybe_reload();
+                self.enqueue(events);
+                self.maybe_reload(app);
             }
             Msg::Stats(reply) => {
                 let pending = self.keys.values().map(|k| k.events.len()).sum();
                 let oldest = self.keys.values().filter_map(|k| k.events.front().map(|e| e.created_ms)).min();
-                let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight, spilled: self.window.spilled });
+                let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight, spilled: self.windows.behind() });
             }
             Msg::Done(done) => {
                 let Done { key, ev, ep, result } = *done;
@@ -374,59 +338,54 @@ impl Actor {
                     }
                 }
                 self.metrics.attempt(result.outcome, result.duration.as_secs_f64());
-                self.finish(key.clone(), ev, &ep.schedule, result, timers);
-                if !stopping {
-                    self.pump(key.0, timers);
+                let app = key.0;
+                self.finish(key, ev, &ep.schedule, result);
+                if !self.stopping {
+                    self.pump(app);
                 }
             }
         }
     }
 
-    /// Takes a commit's events into memory, or leaves them in the outbox when the window is full.
-    fn committed(&mut self, mut events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
-        let w = &mut self.window;
-        // A read-back may already have taken these (the store publishes them just after the commit).
-        let upto = w.loaded_up_to;
-        events.retain(|e| e.id > upto);
-        let Some(last) = events.last().map(|e| e.id) else { return };
-        if w.spilled || w.held + events.len() > w.max {
-            if !w.spilled {
-                tracing::warn!(held = w.held, "webhook queue full in memory; new events wait in the outbox");
+    /// Takes a commit's events into memory, or leaves them in the outbox when their app is past its
+    /// share of the memory.
+    fn committed(&mut self, events: Vec<StoredEvent>) {
+        for (app, mut events) in by_app(events) {
+            if self.windows.commit(app, &mut events) {
+                tracing::warn!(app, "webhook queue of this app full in memory; its new events wait in the outbox");
             }
-            w.spilled = true;
-            w.dropped_up_to = w.dropped_up_to.max(last);
-            self.maybe_reload();
-            return;
+            self.enqueue(events);
+            self.maybe_reload(app);
         }
-        w.loaded_up_to = last;
-        self.enqueue(events, timers);
     }
 
-    /// Reads the next page back from the outbox once the window has drained to half.
-    fn maybe_reload(&mut self) {
-        let w = &mut self.window;
-        if self.stopping || !w.spilled || w.loading || w.held > w.max - w.page() {
+    /// Starts the read from the outbox that `app`'s window wants, if any.
+    fn maybe_reload(&mut self, app: AppId) {
+        if self.stopping {
             return;
         }
-        w.loading = true;
-        let (outbox, me, after, limit) = (self.outbox.clone(), self.me.clone(), w.loaded_up_to, w.page());
+        let Some(load) = self.windows.next_load(app) else { return };
+        let (outbox, me) = (self.outbox.clone(), self.me.clone());
         tokio::spawn(async move {
-            match outbox.load_pending(after, limit).await {
-                Ok(events) => {
-                    let _ = me.send(Msg::Loaded(Some(events)));
-                }
+            let result = match &load {
+                Load::After { after, limit } => outbox.load_pending(app, *after, *limit).await,
+                Load::Ids(ids) => outbox.load_events(app, ids.clone()).await,
+            };
+            let events = match result {
+                Ok(events) => Some(events),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read pending events back from the outbox; retrying");
+                    tracing::error!(app, error = %e, "cannot read pending events back from the outbox; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = me.send(Msg::Loaded(None));
+                    None
                 }
-            }
+            };
+            let _ = me.send(Msg::Loaded(app, load, events));
         });
     }
 
-    fn enqueue(&mut self, events: Vec<StoredEvent>, timers: &mut HashMap<u64, Timer>) {
+    /// Queues events (all taken into memory by their window) on their keys.
+    fn enqueue(&mut self, events: Vec<StoredEvent>) {
         let now = now_ms();
-        self.window.held += events.len();
         let mut touched = Vec::new();
         for ev in events {
             let key: Key = (ev.app, Arc::from(ev.from.as_str()));
@@ -437,18 +396,20 @@ impl Actor {
             if was_empty {
                 if due > now {
                     q.state = KeyState::Waiting;
-                    self.add_timer(Instant::now() + Duration::from_millis((due - now) as u64), Timer::Key(key.clone()), timers);
+                    self.timers.insert(Timer::Key(key.clone()), Duration::from_millis((due - now) as u64));
                 } else {
                     self.make_ready(key.clone());
                 }
             }
-            touched.push(key.0);
+            if touched.last() != Some(&key.0) {
+                touched.push(key.0);
+            }
         }
         touched.sort_unstable();
         touched.dedup();
         if !self.stopping {
             for app in touched {
-                self.pump(app, timers);
+                self.pump(app);
             }
         }
     }
@@ -461,7 +422,7 @@ impl Actor {
     }
 
     /// Starts as many attempts for `app` as its endpoint, in-flight cap and breaker allow.
-    fn pump(&mut self, app: AppId, timers: &mut HashMap<u64, Timer>) {
+    fn pump(&mut self, app: AppId) {
         let endpoint = self.endpoints.endpoint(app);
         loop {
             let a = self.apps.entry(app).or_default();
@@ -471,7 +432,7 @@ impl Actor {
             let Some(ep) = endpoint.clone() else {
                 // Nowhere to send: the events die (they can be replayed once a webhook is set).
                 let key = a.ready.pop_front().expect("not empty");
-                self.give_up(key, "the app has no webhook URL configured", timers);
+                self.give_up(key, "the app has no webhook URL configured");
                 continue;
             };
             if a.url != ep.url {
@@ -486,14 +447,14 @@ impl Actor {
             if !a.breaker.can_acquire(now) {
                 if let (Some(at), false) = (a.breaker.reopens_at(), a.probe_timer) {
                     a.probe_timer = true;
-                    self.add_timer(at, Timer::Probe(app), timers);
+                    self.timers.insert_at(Timer::Probe(app), at.into());
                 }
                 return;
             }
             let key = a.ready.pop_front().expect("not empty");
             let Some(ev) = self.keys.get(&key).and_then(|q| q.events.front().cloned()) else { continue };
             if !ep.subscriptions.wants(ev.command) {
-                self.give_up(key, "the app no longer subscribes to this command", timers);
+                self.give_up(key, "the app no longer subscribes to this command");
                 continue;
             }
             // Only now, with an attempt certain to start, take the slot (the probe, when half-open).
@@ -511,7 +472,7 @@ impl Actor {
     }
 
     /// Marks the head event of `key` dead without an attempt, and moves on to the next.
-    fn give_up(&mut self, key: Key, why: &str, timers: &mut HashMap<u64, Timer>) {
+    fn give_up(&mut self, key: Key, why: &str) {
         let Some(q) = self.keys.get_mut(&key) else { return };
         let Some(ev) = q.events.front().cloned() else { return };
         let result = AttemptResult {
@@ -524,11 +485,11 @@ impl Actor {
             at_ms: now_ms(),
         };
         q.state = KeyState::InFlight;
-        self.finish(key, ev, &[], result, timers);
+        self.finish(key, ev, &[], result);
     }
 
     /// Applies an attempt's result: record it, then deliver the next event, retry later, or give up.
-    fn finish(&mut self, key: Key, ev: StoredEvent, schedule: &[Duration], r: AttemptResult, timers: &mut HashMap<u64, Timer>) {
+    fn finish(&mut self, key: Key, ev: StoredEvent, schedule: &[Duration], r: AttemptResult) {
         let retries = ev.retries + 1;
         let (state, delay) = if r.outcome == Outcome::Ok {
             (EventState::Delivered, None)
@@ -542,7 +503,7 @@ impl Actor {
             (EventState::Pending, Some(delay))
         };
         let next_at_ms = r.at_ms + delay.map_or(0, |d| d.as_millis() as i64);
-        let webhook_id = webhook_id(ev.id);
+        let webhook_id = &ev.webhook_id;
         match state {
             EventState::Delivered => tracing::debug!(event = %webhook_id, app = ev.app, ms = r.duration.as_millis() as u64, "delivered"),
             EventState::Dead => {
@@ -574,17 +535,20 @@ impl Actor {
                     head.next_at_ms = next_at_ms;
                 }
                 q.state = KeyState::Waiting;
-                self.add_timer(Instant::now() + d, Timer::Key(key), timers);
+                self.timers.insert(Timer::Key(key), d);
             }
             None => {
                 q.events.pop_front();
+                let app = key.0;
                 if q.events.is_empty() {
                     self.keys.remove(&key);
                 } else {
                     self.make_ready(key);
                 }
-                self.window.held -= 1;
-                self.maybe_reload();
+                for woken in self.windows.released(app) {
+                    self.maybe_reload(woken);
+                }
+                self.maybe_reload(app);
             }
         }
     }
@@ -599,13 +563,6 @@ pub fn redacted(url: &str) -> &str {
 fn jitter(d: Duration) -> Duration {
     let f = rand::rng().random_range(1.0 - JITTER..=1.0 + JITTER);
     d.mul_f64(f)
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Writes attempt records in order, each write taking everything that queued up meanwhile.

@@ -15,6 +15,7 @@ pub mod client;
 pub mod dispatcher;
 pub mod metrics;
 pub mod ssrf;
+mod window;
 
 use followd_graph::{AppId, Subscriptions};
 use std::sync::Arc;
@@ -63,4 +64,6 @@ impl std::fmt::Debug for Endpoint {
 pub trait Endpoints: Send + Sync + 'static {
     /// The app's endpoint, or `None` when it has no webhook.
     fn endpoint(&self, app: AppId) -> Option<Arc<Endpoint>>;
+    /// Every app that can owe events (each gets its share of the delivery memory).
+    fn apps(&self) -> Vec<AppId>;
 }

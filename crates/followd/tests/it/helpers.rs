@@ -71,6 +71,13 @@ pub async fn spawn_with_top(top: &str, extra_a: &str, extra_b: &str) -> Server {
     start(config, dir).await
 }
 
+/// Starts from config text of the test's own (for more apps than [`config_text`] has).
+pub async fn spawn_config(text: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(text, dir.path()).unwrap();
+    start(config, dir).await
+}
+
 /// Starts from a config file, which the server then watches for changes.
 pub async fn spawn_from_file(path: &std::path::Path, dir: TempDir) -> Server {
     start(Config::load(path).unwrap(), dir).await

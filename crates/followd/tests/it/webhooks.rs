@@ -359,8 +359,15 @@ async fn replay_one_event_and_every_dead_event_in_a_range() {
     for id in &ids[1..] {
         wait_state(&s, *id, "delivered").await;
     }
-    let ok: Vec<_> = rx.received().into_iter().filter(|_| true).collect();
-    assert_eq!(ok.len(), 6, "three failed attempts and three replays");
+    let got = rx.received();
+    assert_eq!(got.len(), 6, "three failed attempts and three replays");
+    // Each replay carries the webhook-id of its event's failed attempt (the one with the same body).
+    for replay in &got[3..] {
+        let first = got[..3].iter().find(|r| r.body == replay.body).unwrap();
+        assert_eq!(replay.header("webhook-id"), first.header("webhook-id"));
+    }
+    let distinct: std::collections::HashSet<&str> = got[..3].iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(distinct.len(), 3);
     assert_fail(&s.call("callback_config/replay_dead", json!({"StartTime": 5, "EndTime": 1})).await, 100002);
     s.stop().await;
 }
@@ -447,7 +454,10 @@ async fn list_events_filters_and_pages() {
     assert_eq!(e["Body"]["FollowList"], json!([{"To_Account": "b"}]));
     assert_eq!(e["ClientIP"], "127.0.0.1");
     assert_eq!(e["OptPlatform"], "RESTAPI");
-    assert_eq!(e["WebhookId"], format!("evt_{}", e["EventId"]));
+    // The listed WebhookId is the header the receiver saw, not derived from the EventId.
+    let sent = rx.received().into_iter().find(|r| r.sender() == "c").unwrap();
+    assert_eq!(e["WebhookId"], sent.header("webhook-id"));
+    assert_ne!(e["WebhookId"], format!("evt_{}", e["EventId"]));
     s.stop().await;
 }
 

@@ -8,9 +8,9 @@
 //!   rows and orders them by time; it is bounded by `max_following` (5000 by default, Tencent's cap), and
 //!   a third ordering `(src, t, dst)` would cost ~20 more bytes on every edge to save that sort;
 //! - `mutual(a, t, b)`: both directions of every mutual pair, ordered by the later follow;
-//! - `events`: the webhook outbox, written in the same transaction as the change that owes it, with
-//!   `attempts` (the delivery log) and `webhook_overrides` (settings changed through the admin API);
-//!   see [`outbox`].
+//! - `events`: the webhook outbox, written in the same transaction as the change that owes it (each
+//!   event with its own UUIDv7 `webhook_id`), with `attempts` (the delivery log) and
+//!   `webhook_overrides` (settings changed through the admin API); see [`outbox`].
 //!
 //! Durability: WAL with `synchronous = NORMAL` by default. A commit has reached the OS before the
 //! writer answers, so killing the process loses nothing acknowledged; `synchronous = FULL`
@@ -18,7 +18,7 @@
 
 mod outbox;
 
-use followd_graph::outbox::StoredEvent;
+use followd_graph::outbox::{StoredEvent, WebhookId};
 use followd_graph::{
     AppId, Completion, Counts, Cursor, EdgeChange, ListEntry, ListKind, NewEvent, Profile, ReadJob, ReadView, Store, StoreError,
     StoreResult, TimeKey, Uid, WriteJob, WriteTx,
@@ -114,7 +114,17 @@ PRAGMA user_version = 1;
 /// Schema changes after version 1, in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
 /// `i + 2`. Each runs in one transaction together with its `PRAGMA user_version`, so a crash leaves the
 /// database at one version or the next, never between.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 1 → 2: a webhook id per event that no other event, database or node reuses (a UUIDv7 as 16 bytes;
+    // events written before keep the `evt_<id>` they were sent with, as text), and indexes for
+    // reading one app's pending events back in id order and for finding dead events to replay.
+    "ALTER TABLE events ADD COLUMN webhook_id BLOB;
+     UPDATE events SET webhook_id = 'evt_' || id;
+     CREATE UNIQUE INDEX events_by_webhook_id ON events(webhook_id);
+     DROP INDEX IF EXISTS events_open;
+     CREATE INDEX events_pending ON events(app, id) WHERE state = 0;
+     CREATE INDEX events_dead ON events(app, created_ms) WHERE state = 2;",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -708,11 +718,14 @@ impl WriteTx for SqliteWriteTx<'_> {
     fn emit(&mut self, ev: NewEvent) -> StoreResult<()> {
         let body = webhook::body(ev.command, ev.from.as_str(), &ev.targets, self.now_ms);
         let now_ms = self.now_ms as i64;
+        // A UUIDv7: the commit time in ms, then 74 random bits from the thread's CSPRNG (no system
+        // call per event on the writer's hot path).
+        let uuid = uuid::Builder::from_unix_timestamp_millis(self.now_ms, &rand::random::<[u8; 10]>()).into_uuid();
         let id = self.guard(|tx| {
             tx.conn
                 .prepare_cached(
-                    "INSERT INTO events(app, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+                    "INSERT INTO events(app, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, webhook_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8)",
                 )?
                 .execute(params![
                     ev.app as i64,
@@ -721,12 +734,14 @@ impl WriteTx for SqliteWriteTx<'_> {
                     body,
                     ev.origin.client_ip,
                     ev.origin.platform.as_str(),
-                    now_ms
+                    now_ms,
+                    uuid.as_bytes()
                 ])?;
             Ok(tx.conn.last_insert_rowid())
         })?;
         self.events.push(StoredEvent {
             id,
+            webhook_id: WebhookId::Uuid(uuid),
             app: ev.app,
             command: ev.command,
             from: ev.from.to_string(),
