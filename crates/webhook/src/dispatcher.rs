@@ -37,6 +37,9 @@ pub const DEFAULT_MEMORY_EVENTS: usize = 500_000;
 
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
+/// The longest a timer waits: a retry scheduled later (`retry_schedule_ms` is not bounded) is tried
+/// after a year. The timer wheel refuses delays past about two years.
+pub const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Jitter applied to every retry delay: ±20 %.
 pub const JITTER: f64 = 0.2;
 
@@ -396,7 +399,7 @@ impl Actor {
             if was_empty {
                 if due > now {
                     q.state = KeyState::Waiting;
-                    self.timers.insert(Timer::Key(key.clone()), Duration::from_millis((due - now) as u64));
+                    self.after(Duration::from_millis((due - now) as u64), Timer::Key(key.clone()));
                 } else {
                     self.make_ready(key.clone());
                 }
@@ -412,6 +415,11 @@ impl Actor {
                 self.pump(app);
             }
         }
+    }
+
+    /// Fires `t` after `d` (at most [`MAX_TIMER`]).
+    fn after(&mut self, d: Duration, t: Timer) {
+        self.timers.insert(t, d.min(MAX_TIMER));
     }
 
     fn make_ready(&mut self, key: Key) {
@@ -535,7 +543,7 @@ impl Actor {
                     head.next_at_ms = next_at_ms;
                 }
                 q.state = KeyState::Waiting;
-                self.timers.insert(Timer::Key(key), d);
+                self.after(d, Timer::Key(key));
             }
             None => {
                 q.events.pop_front();

@@ -539,3 +539,19 @@ async fn a_backlog_larger_than_memory_waits_in_the_outbox_and_keeps_its_order() 
     assert_eq!(others, users[20..40].to_vec(), "every event once");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_scheduled_centuries_ahead_does_not_stop_delivery() {
+    let rx = Receiver::start().await;
+    rx.rule(|r| if r.sender() == "a" { Behavior::Status(500) } else { Behavior::Ok });
+    // retry_schedule_ms is not bounded: the timer of a's retry must not take the dispatcher down.
+    let s = spawn_with(&hook(&rx.url("/cb"), "retry_schedule_ms = [100000000000000]"), "").await;
+    s.import(&["a", "b"]).await;
+    assert_ok(&s.follow("a", &["b"]).await);
+    rx.wait_for(1, 10).await;
+    assert_ok(&s.follow("b", &["a"]).await);
+    rx.wait_until(10, "b's webhook after a's failure", |g| g.iter().any(|r| r.sender() == "b")).await;
+    let a = events(&s, json!({"From_Account": "a"})).await;
+    assert_eq!(a[0]["State"], "pending", "{a:?}");
+    s.stop().await;
+}
