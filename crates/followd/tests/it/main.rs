@@ -6,6 +6,7 @@ mod client;
 mod crash;
 mod errors;
 mod helpers;
+mod limits;
 mod model;
 mod openapi;
 mod receiver;
