@@ -72,6 +72,11 @@ pub async fn events(
         Ok(a) => a,
         Err(e) => return refuse(&request_id, StatusCode::UNAUTHORIZED, e),
     };
+    // A connection counts as a call: a client stuck in a reconnect loop spends its own budget, not
+    // the server's (each attempt costs a UserSig check and a registration).
+    if let Err(e) = app.check_client_rate(&me, None, now_secs()) {
+        return refuse(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => return (e.status(), e.body_text()).into_response(),

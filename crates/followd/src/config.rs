@@ -69,6 +69,10 @@ pub struct AppConfig {
     /// Calls per second allowed to each REST API of this app; absent or 0 means off (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<u32>,
+    /// Calls per second one end user may make to the client API, WebSocket connections included, with
+    /// a burst of the same size (`60007` above it); 0 = no limit.
+    #[serde(default = "default_client_rate_limit")]
+    pub client_rate_limit_per_second: u32,
     /// Where this app's webhooks go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
@@ -118,6 +122,11 @@ fn default_memory_events() -> usize {
 }
 fn default_client_check_calls() -> u32 {
     20
+}
+/// Well above what one device's SDK sends (a page-through of a 5,000-user list is 10 calls, and
+/// follow_check has its own limit of 20 per 5 s), and a small share of what one server serves.
+fn default_client_rate_limit() -> u32 {
+    50
 }
 fn default_client_check_window() -> u64 {
     5

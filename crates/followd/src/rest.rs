@@ -192,17 +192,14 @@ pub async fn serve(st: &AppState, api: Api, surface: Surface, req: Incoming, req
     let (app, caller, platform) = match surface {
         Surface::Rest => {
             let app = st.apps.authenticate_admin(&params, api.family(), now)?;
-            app.check_rate(api.name(), now)?;
+            app.check_rest_rate(api)?;
             (app, Caller::Admin, OptPlatform::RestApi)
         }
         Surface::Client => {
             let (app, identifier) = st.apps.authenticate(&params, now)?;
             let me = crate::auth::identifier_user(&identifier)?;
-            // Its own bucket: end users cannot use up the admin REST API's budget.
-            app.check_rate(api.client_name(), now)?;
-            if api == Api::FollowCheck {
-                app.check_client_checks(me.as_str())?;
-            }
+            // A budget per user, apart from the admin REST API's: one user cannot use up anyone else's.
+            app.check_client_rate(&me, Some(api), now)?;
             (app, Caller::User(me), crate::client::platform(&req.headers))
         }
     };

@@ -28,8 +28,9 @@ struct Inner<H> {
 /// A router that accepts webhooks on any path with `POST`.
 ///
 /// Each request is verified with `verifier` (a refusal is answered `401`/`400` with a FAIL body and
-/// never reaches the handler); a `webhook-id` handled in the last 24 hours is answered OK without
-/// calling the handler again, and one still being handled (the sender timed out and retried) is
+/// never reaches the handler); a `webhook-id` handled in the last 24 hours (and among the last
+/// [`DEFAULT_CAPACITY`](crate::dedupe::DEFAULT_CAPACITY) ids seen) is answered OK without calling the
+/// handler again, and one still being handled (the sender timed out and retried) is
 /// answered `409` so the sender tries again later; otherwise `handler` runs and its `Ok` is answered
 /// `200` with the OK body, its `Err(reason)` (or a panic) with `500` and a FAIL body, so the sender
 /// retries.

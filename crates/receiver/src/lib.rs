@@ -10,7 +10,8 @@
 //! - [`answer`] builds the exact `{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}` and FAIL bodies.
 //! - [`Dedupe`] remembers `webhook-id`s for a while, so a retried delivery is handled once, and a
 //!   delivery that arrives while an earlier one of the same event is still being handled is told to
-//!   retry rather than acknowledged.
+//!   retry rather than acknowledged. It holds a bounded number of ids (a million by default), so
+//!   memory stays bounded whatever the traffic.
 //! - [`axum::webhook_router`] (feature `axum`, on by default) wires all of it into a router.
 //!
 //! A whole receiving backend:

@@ -154,22 +154,6 @@ async fn users_cannot_act_for_others_and_bad_usersigs_are_refused() {
 }
 
 #[tokio::test]
-async fn follow_check_is_limited_per_user() {
-    let s = spawn().await;
-    s.import(&["alice", "bob"]).await;
-    let mut codes = Vec::new();
-    for _ in 0..25 {
-        codes.push(s.client("alice", "follow_check", json!({"To_Account": ["bob"]}), &[]).await["ErrorCode"].as_u64().unwrap());
-    }
-    assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 20, "{codes:?}");
-    assert_eq!(codes[20..].iter().filter(|&&c| c == 60007).count(), 5, "{codes:?}");
-    // Another user has a budget of its own; other APIs are not limited.
-    assert_ok(&s.client("bob", "follow_check", json!({"To_Account": ["alice"]}), &[]).await);
-    assert_ok(&s.client("alice", "follow_get_info", json!({"To_Account": ["alice"]}), &[]).await);
-    s.stop().await;
-}
-
-#[tokio::test]
 async fn webhooks_carry_the_client_platform_and_address() {
     for (trusted, expected_ip) in [(true, "203.0.113.7"), (false, "127.0.0.1")] {
         let rx = Receiver::start().await;

@@ -188,17 +188,3 @@ async fn follow_limits_self_follow_and_unknown_targets() {
     assert_eq!(codes(&b(json!({"From_Account": "b", "FollowItem": [{"To_Account": "d"}]})).await), vec![("d".to_string(), 32102)]);
     s.stop().await;
 }
-
-#[tokio::test]
-async fn rate_limit_answers_60007() {
-    let s = spawn_with("rate_limit_per_second = 2", "").await;
-    s.import(&["a"]).await;
-    let body = json!({"From_Account": "a", "To_Account": ["a"]});
-    let mut codes = Vec::new();
-    for _ in 0..6 {
-        codes.push(s.call("follow/follow_check", body.clone()).await["ErrorCode"].as_u64().unwrap());
-    }
-    assert!(codes.contains(&60007), "{codes:?}");
-    assert!(codes.contains(&0), "{codes:?}");
-    s.stop().await;
-}

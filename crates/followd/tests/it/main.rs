@@ -7,6 +7,7 @@ mod crash;
 mod errors;
 mod helpers;
 mod isolation;
+mod limits;
 mod model;
 mod openapi;
 mod receiver;
