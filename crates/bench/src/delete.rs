@@ -144,7 +144,7 @@ pub async fn run(server_bin: &std::path::Path, o: Options) -> anyhow::Result<()>
         before.len(),
         d99 / b99
     );
-    if !drain.is_empty() {
+    if o.webhook && !drain.is_empty() {
         let (p50, p99, max) = stat(&drain);
         println!(
             "| other writers after the job, until its webhooks are delivered ({:.1} s, {} samples) | p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms | | p99 {:.2}x |",

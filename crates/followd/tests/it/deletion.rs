@@ -113,7 +113,9 @@ fn deleted_edges(got: &[Received]) -> HashMap<(String, String), usize> {
 #[tokio::test]
 async fn a_large_deletion_hides_the_account_at_once_and_owes_every_event_once() {
     let rx = Receiver::start().await;
-    let s = spawn_with_top("deletion_chunk_edges = 5", &hook(&rx.url("/cb"), "[\"Follow.CallbackAfterFollowDelete\"]"), "").await;
+    // Five edges a transaction, as each owes an event.
+    let top = format!("deletion_chunk_edges = {}", 5 * followd_graph::deletion::EVENT_WEIGHT);
+    let s = spawn_with_top(&top, &hook(&rx.url("/cb"), "[\"Follow.CallbackAfterFollowDelete\"]"), "").await;
     let (http, addr) = (&s.http, &s.addr.to_string());
     let fans = names("fan", 60);
     let idols = names("idol", 30);

@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 const APP: u64 = 7;
 const N: usize = 6;
+/// The chunk budget of a deletion: two edges a transaction ([`CHUNK`]), as every deletion here owes
+/// events.
+const BUDGET: usize = 2 * deletion::EVENT_WEIGHT;
 /// Edges a deletion removes per transaction.
 const CHUNK: usize = 2;
 /// Small limits, so that the limit checks meet accounts being deleted.
@@ -317,7 +320,7 @@ async fn apply(store: &SqliteStore, m: &mut Model, op: Op) {
         }
         Op::Delete(users) => {
             let t: Vec<UserId> = users.iter().map(|&u| uid(u)).collect();
-            let got = followd_graph::write(store, move |tx| deletion::delete_accounts(tx, &cx(), &t, CHUNK)).await.unwrap();
+            let got = followd_graph::write(store, move |tx| deletion::delete_accounts(tx, &cx(), &t, BUDGET)).await.unwrap();
             let mut expect = Vec::new();
             let mut tombstoned = Vec::new();
             for d in distinct(&users) {
@@ -347,7 +350,7 @@ async fn apply(store: &SqliteStore, m: &mut Model, op: Op) {
         Op::Purge(_) if m.deleting.is_empty() => {}
         Op::Purge(n) => {
             let d = m.deleting[n % m.deleting.len()];
-            let got = followd_graph::write(store, move |tx| deletion::purge(tx, d, CHUNK)).await.unwrap();
+            let got = followd_graph::write(store, move |tx| deletion::purge(tx, d, BUDGET)).await.unwrap();
             let mut removed = Vec::new();
             let done = m.remove_edges(d, CHUNK, &mut removed);
             assert_eq!((got.removed, got.done), (removed.len(), done));
