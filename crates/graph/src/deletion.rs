@@ -25,6 +25,9 @@
 //! targets (`From_Account` = the deleted account), then one event per follower (`To_Account` = the
 //! deleted account); within one transaction the events are grouped by `From_Account`. A large
 //! deletion's events carry the commit times of their chunks, so they arrive over the job's duration.
+//! A UserID re-imported during its old account's job is a new account; when it follows or is followed
+//! by someone the old account still has an edge with, that old edge goes first ([`supersede`]), so its
+//! delete event never follows the new edge's add event.
 
 use followd_protocol::{code, CallbackCommand, UserId};
 use std::collections::HashMap;
@@ -121,6 +124,42 @@ pub fn purge(tx: &mut dyn WriteTx, uid: Uid, budget: usize) -> Result<Purged, Gr
         tx.delete_account(uid)?;
     }
     Ok(Purged { removed: removed.len(), done })
+}
+
+/// Called before `src` follows `dst`: removes the edge between the same two UserIDs that an account
+/// being deleted still holds (the old account of a re-imported UserID), with the delete event its job
+/// owes. An app that mirrors the graph by UserID must see that delete before this follow's add; left
+/// to the job, it could come after and undo the new edge in the mirror. Costs nothing while no
+/// account of the app is being deleted.
+pub(crate) fn supersede(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid, deleting: &[Uid]) -> Result<(), GraphError> {
+    if deleting.is_empty() {
+        return Ok(());
+    }
+    let (from, to) = (tx.user_id(src)?, tx.user_id(dst)?);
+    let (mut sources, mut targets) = (vec![src], vec![dst]);
+    for &d in deleting {
+        let name = tx.user_id(d)?;
+        if name == from {
+            sources.push(d);
+        }
+        if name == to {
+            targets.push(d);
+        }
+    }
+    for &s in &sources {
+        for &t in &targets {
+            if (s, t) == (src, dst) {
+                continue;
+            }
+            let Some(key) = tx.edge(s, t)? else { continue };
+            unlink(tx, app, s, t, key)?;
+            let owner = if s != src { s } else { t };
+            if let Some(job) = tx.deletion(owner)?.filter(|j| j.notify) {
+                emit_targets(tx, app, CallbackCommand::FollowDelete, &job.origin, &from, std::slice::from_ref(&to))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes up to `budget` edges of `uid`, its own follows first, then its followers, appending each

@@ -4,7 +4,7 @@
 
 use followd_protocol::{code, CallbackCommand, UserId};
 
-use crate::deletion::effective_counts;
+use crate::deletion::{effective_counts, supersede};
 use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Subscriptions, TimeKey, Uid, WriteTx};
 
 /// The most targets one webhook event lists (the REST limit of one call).
@@ -118,6 +118,7 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
                 continue;
             }
         }
+        supersede(tx, cx.app, src, dst, &deleting)?;
         let key = tx.next_key();
         tx.insert_edge(src, dst, key)?;
         let m = i64::from(back.is_some());

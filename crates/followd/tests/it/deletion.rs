@@ -203,17 +203,19 @@ async fn a_reimport_during_the_job_starts_empty_and_keeps_its_new_edges() {
     assert_eq!(r["ResultItem"][0]["AccountStatus"], "Imported");
     assert_eq!(counts(http, addr, "star").await, (0, 0, 0));
     assert_eq!((list(http, addr, "star", 1).await, list(http, addr, "star", 2).await), (vec![], vec![]));
-    // New edges while the old account's edges are still being removed.
-    follow_all(http, addr, vec![(fans[0].clone(), vec!["star".to_owned()]), ("star".to_owned(), vec![idols[0].clone()])]).await;
+    // New edges while the old account's edges are still being removed: the newest follower's old
+    // edge is the job's last.
+    let (fan, idol) = (fans[fans.len() - 1].clone(), idols[idols.len() - 1].clone());
+    follow_all(http, addr, vec![(fan.clone(), vec!["star".to_owned()]), ("star".to_owned(), vec![idol.clone()])]).await;
     assert_eq!(counts(http, addr, "star").await, (1, 1, 0));
-    assert_eq!(counts(http, addr, &fans[0]).await, (0, 1, 0));
+    assert_eq!(counts(http, addr, &fan).await, (0, 1, 0));
 
     wait_finished(http, addr).await;
     assert_eq!(counts(http, addr, "star").await, (1, 1, 0));
-    assert_eq!(list(http, addr, "star", 1).await, vec![fans[0].clone()]);
-    assert_eq!(list(http, addr, "star", 2).await, vec![idols[0].clone()]);
-    assert_eq!(list(http, addr, &idols[0], 1).await, vec!["star".to_owned()]);
-    let r = call(http, addr, "follow/follow_check", json!({"From_Account": fans[0], "To_Account": ["star"]})).await;
+    assert_eq!(list(http, addr, "star", 1).await, vec![fan.clone()]);
+    assert_eq!(list(http, addr, "star", 2).await, vec![idol.clone()]);
+    assert_eq!(list(http, addr, &idol, 1).await, vec!["star".to_owned()]);
+    let r = call(http, addr, "follow/follow_check", json!({"From_Account": fan, "To_Account": ["star"]})).await;
     assert_eq!(r["ResultItem"][0]["FollowType"], 2);
     assert_counts_match_lists(http, addr, &users).await;
     // Each old edge owes one delete event; the new edges owe none.
@@ -223,6 +225,21 @@ async fn a_reimport_during_the_job_starts_empty_and_keeps_its_new_edges() {
     let edges = deleted_edges(&got);
     assert_eq!(edges.keys().cloned().collect::<HashSet<_>>(), owed);
     assert!(edges.values().all(|&n| n == 1), "{edges:?}");
+    // A mirror that applies them in order ends with the new edges: each old edge's delete comes
+    // before the add of the new edge between the same two UserIDs (and after the old edge's add).
+    let adds = |g: &[Received]| g.iter().filter(|r| r.json()["FollowList"].is_array()).count();
+    // star's follows (one event), one per fan, and the two new edges.
+    let got = rx.wait_until(30, "the add events of the new edges", |g| adds(g) >= 1 + fans.len() + 2).await;
+    for (from, to) in [(fan.as_str(), "star"), ("star", idol.as_str())] {
+        let is = |r: &Received, add: bool| {
+            let b = r.json();
+            let target = if add { &b["FollowList"][0]["To_Account"] } else { &b["To_Account"][0] };
+            b["From_Account"] == from && target == to && b["FollowList"].is_array() == add
+        };
+        let deleted = got.iter().position(|r| is(r, false)).unwrap();
+        let added = got.iter().rposition(|r| is(r, true)).unwrap();
+        assert!(deleted < added, "{from} -> {to}: the old edge's delete must come before the new edge's add");
+    }
     s.stop().await;
 }
 

@@ -115,6 +115,18 @@ impl Model {
                 return 32103;
             }
         }
+        // An edge an old account of either user still holds with the other goes first, with its event.
+        let old = |me: &Model, u: Uid| -> Vec<Uid> {
+            let user = me.user_of[&u];
+            std::iter::once(u).chain(me.deleting.iter().copied().filter(|d| me.user_of[d] == user)).collect()
+        };
+        for s in old(self, a) {
+            for t in old(self, b) {
+                if (s, t) != (a, b) && self.edges.remove(&(s, t)).is_some() {
+                    self.event("Follow.CallbackAfterFollowDelete", s, &[t]);
+                }
+            }
+        }
         self.seq += 1;
         self.edges.insert((a, b), self.seq);
         0
