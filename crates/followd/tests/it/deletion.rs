@@ -301,3 +301,12 @@ async fn a_deletion_killed_midway_resumes_after_restart() {
     assert!(edges.values().all(|&n| n == 1), "an edge is in two events");
     drop(child);
 }
+
+#[test]
+fn a_chunk_of_no_edges_is_refused_naming_the_key() {
+    for bad in ["0", "1000001"] {
+        let text = config_text_with_top(&format!("deletion_chunk_edges = {bad}"), "", "");
+        let c = followd::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("deletion_chunk_edges"), "{bad}");
+    }
+}
