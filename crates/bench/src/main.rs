@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod delete;
 mod live;
 mod webhooks;
 
@@ -72,6 +73,27 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Deleting an account with a million followers: other writers' latency before and during the job.
+    Delete {
+        /// Followers of the deleted account.
+        #[arg(long, default_value_t = 1_000_000)]
+        fans: u64,
+        /// Concurrent connections of the other writers.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Requests a second of the other writers, all together (paced, well below saturation).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of the baseline phase, before the deletion.
+        #[arg(long, default_value_t = 10)]
+        baseline: u64,
+        /// The server's `deletion_chunk_edges` (default: the server's default).
+        #[arg(long)]
+        chunk: Option<usize>,
+        /// Send no webhooks (by default the deletion's events go to a receiver in this process).
+        #[arg(long)]
+        no_webhook: bool,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -86,6 +108,10 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
         Some(Cmd::Live { clients, rate, seconds }) => rt.block_on(async { live::run(&server_binary(&cli)?, clients, rate, seconds).await }),
         Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
+        Some(Cmd::Delete { fans, writers, rate, baseline, chunk, no_webhook }) => rt.block_on(async {
+            let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };
+            delete::run(&server_binary(&cli)?, opts).await
+        }),
         None => rt.block_on(bench(cli)),
     }
 }
@@ -306,16 +332,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let (g_edges, g_live, g_edge_bytes, _) = storage(&dir.path().join("data"))?;
 
     // The list-latency account: `fans` followers, loaded through the API.
-    let load_start = Instant::now();
-    let fan0 = 2 * u;
-    import(&t, &http, conns, fan0, fan0 + cli.fans + 1).await?;
-    let star = user(fan0 + cli.fans);
-    let url = t.url("follow/follow_add");
-    let star2 = star.clone();
-    let fan_make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> =
-        Arc::new(move |i| (url.clone(), json!({"From_Account": user(fan0 + i), "FollowItem": [{"To_Account": star2}]}).to_string()));
-    let fans = drive(&http, conns, Duration::from_secs(24 * 3600), cli.fans, fan_make, ok_items).await?;
-    eprintln!("loaded {} followers in {:.1} s", fans.units, load_start.elapsed().as_secs_f64());
+    let star = load_star(&t, &http, conns, 2 * u, cli.fans).await?;
 
     // Cursors at the first, middle and last page, found by walking the list.
     let mut cursors = vec![("first", String::new())];
@@ -464,6 +481,21 @@ fn round2(x: f64) -> f64 {
 
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Imports users `fan0..=fan0 + fans` and makes the last one followed by all the others, one
+/// `follow_add` a follower, through the API; returns the followed account.
+pub(crate) async fn load_star(t: &Arc<Target>, http: &reqwest::Client, conns: usize, fan0: u64, fans: u64) -> anyhow::Result<String> {
+    let load_start = Instant::now();
+    import(t, http, conns, fan0, fan0 + fans + 1).await?;
+    let star = user(fan0 + fans);
+    let url = t.url("follow/follow_add");
+    let star2 = star.clone();
+    let fan_make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> =
+        Arc::new(move |i| (url.clone(), json!({"From_Account": user(fan0 + i), "FollowItem": [{"To_Account": star2}]}).to_string()));
+    let loaded = drive(http, conns, Duration::from_secs(24 * 3600), fans, fan_make, ok_items).await?;
+    eprintln!("loaded {} followers in {:.1} s", loaded.units, load_start.elapsed().as_secs_f64());
+    Ok(star)
 }
 
 /// Imports users `from..to` through multiaccount_import, 100 a call.

@@ -33,6 +33,11 @@ pub struct Config {
     /// How long delivered events and their attempts are kept in the delivery log.
     #[serde(default = "default_retention_hours")]
     pub delivery_log_retention_hours: u64,
+    /// Edges an account deletion removes per write transaction (an eighth of it when each edge owes
+    /// a delete webhook): an account with fewer is deleted at once, a larger one by a background job
+    /// in chunks of this size, between other writes.
+    #[serde(default = "default_deletion_chunk_edges")]
+    pub deletion_chunk_edges: usize,
     /// The apps this server hosts.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -134,6 +139,9 @@ fn default_client_check_window() -> u64 {
 fn default_retention_hours() -> u64 {
     168
 }
+fn default_deletion_chunk_edges() -> usize {
+    DEFAULT_DELETION_CHUNK_EDGES
+}
 fn default_max_following() -> u64 {
     5000
 }
@@ -146,6 +154,9 @@ fn default_timeout_ms() -> u64 {
 fn default_retry() -> String {
     "backoff".into()
 }
+
+/// The default of `deletion_chunk_edges`, chosen with `followd-bench delete` (README, "Performance").
+pub const DEFAULT_DELETION_CHUNK_EDGES: usize = 400;
 
 const REDACTED: &str = "<redacted>";
 
@@ -268,6 +279,9 @@ impl Config {
         self.proxies()?;
         if !matches!(self.durability.as_str(), "process" | "fsync") {
             bail!("durability: {:?} is not \"process\" or \"fsync\"", self.durability);
+        }
+        if !(1..=1_000_000).contains(&self.deletion_chunk_edges) {
+            bail!("deletion_chunk_edges: {} is not between 1 and 1000000", self.deletion_chunk_edges);
         }
         if self.apps.is_empty() {
             bail!("apps: at least one [[apps]] entry is needed");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod deletion;
 pub mod listen;
 pub mod live;
 pub mod metrics;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::ServerMetrics>,
     /// Connected WebSocket clients.
     pub live: Arc<live::Live>,
+    /// Account deletion jobs.
+    pub deletions: deletion::Deletions,
     /// Trusted proxies for `ClientIP`.
     pub proxies: Vec<ipnet::IpNet>,
     boot: u32,
@@ -148,8 +151,11 @@ pub async fn run(
     )
     .await?;
     tokio::spawn(live::fan_out(live.clone(), store.clone(), changes));
+    let (deletions, deleting) =
+        deletion::Deletions::start(store.clone(), config.deletion_chunk_edges, metrics.deletions.clone(), stop_rx.clone());
     let state = Arc::new(AppState {
         live,
+        deletions,
         apps: apps.clone(),
         store: store.clone(),
         outbox: outbox.clone(),
@@ -170,6 +176,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     if let Err(e) = delivery.await {
         tracing::error!(error = %e, "the webhook dispatcher failed");
+    }
+    if let Err(e) = deleting.await {
+        tracing::error!(error = %e, "the account deletion task failed");
     }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("followd stopped");

@@ -34,6 +34,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// The account deletion jobs' metrics: an operator sees a large deletion progress and finish.
+#[derive(Clone, Default)]
+pub struct DeletionMetrics {
+    /// Accounts tombstoned whose edges are still being removed (read from the store at each scrape).
+    pub in_progress: Gauge,
+    /// Edges removed by account deletions, in the API's transaction or by the background job.
+    pub edges_removed: Counter,
+    /// Transactions of the background job.
+    pub chunks: Counter,
+}
+
 /// Every metric the server exports.
 pub struct ServerMetrics {
     registry: Registry,
@@ -43,6 +54,8 @@ pub struct ServerMetrics {
     pub webhook: Arc<followd_webhook::metrics::Metrics>,
     live_connections: Gauge,
     live_dropped: Gauge,
+    /// Account deletion jobs.
+    pub deletions: DeletionMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -61,7 +74,23 @@ impl Default for ServerMetrics {
             "WebSocket clients dropped for not keeping up, since start",
             live_dropped.clone(),
         );
-        ServerMetrics { registry, requests, latency, webhook, live_connections, live_dropped }
+        let deletions = DeletionMetrics::default();
+        registry.register(
+            "followd_account_deletions_in_progress",
+            "Deleted accounts whose edges are still being removed",
+            deletions.in_progress.clone(),
+        );
+        registry.register(
+            "followd_account_deletion_edges_removed",
+            "Edges removed by account deletions, since start",
+            deletions.edges_removed.clone(),
+        );
+        registry.register(
+            "followd_account_deletion_chunks",
+            "Transactions of the background account deletion job, since start",
+            deletions.chunks.clone(),
+        );
+        ServerMetrics { registry, requests, latency, webhook, live_connections, live_dropped, deletions }
     }
 }
 
@@ -84,6 +113,12 @@ pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
     m.webhook.oldest_age.set(age);
     m.live_connections.set(st.live.connections() as i64);
     m.live_dropped.set(st.live.dropped() as i64);
+    match followd_graph::read(&*st.store, |v| Ok(v.deletions()?.len())).await {
+        Ok(n) => {
+            m.deletions.in_progress.set(n as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the unfinished account deletions"),
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
         tracing::error!(error = %e, "cannot encode metrics");

@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
+use followd_graph::deletion;
 use followd_graph::read::{self, Relation};
 use followd_graph::write::{self, NewAccount, WriteContext};
 use followd_graph::{follow_time_secs, Counts, Cursor, ListKind, Origin};
@@ -433,11 +434,16 @@ impl Call<'_> {
         Ok(FailAccounts { fail_accounts: fail })
     }
 
+    /// account_delete: the accounts are gone when it answers; a large one's edges are then removed
+    /// by the background job ([`crate::deletion`]).
     async fn account_delete(&self, users: Vec<UserId>, origin: Origin) -> Result<AccountItems, ApiError> {
         let cx = self.write_context(origin);
-        let items = self.write(move |tx| write::delete_accounts(tx, &cx, &users)).await?;
+        let budget = self.st.deletions.chunk();
+        let outcome = self.write(move |tx| deletion::delete_accounts(tx, &cx, &users, budget)).await?;
+        self.st.deletions.deleted(&outcome);
         Ok(AccountItems {
-            result_item: items
+            result_item: outcome
+                .results
                 .into_iter()
                 .map(|r| AccountItem { result_code: r.code, result_info: r.info, user_id: r.user.to_string(), account_status: None })
                 .collect(),

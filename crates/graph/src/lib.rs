@@ -5,9 +5,10 @@
 //! protocol's semantics on top of them: follow and unfollow with their limits, the three lists with
 //! keyset cursors, the counters, account import and deletion, and which webhook events each change
 //! owes. Because the events are emitted through the same [`WriteTx`] as the edges, they commit in the
-//! same transaction (decisions.md §4).
+//! same transaction (decisions.md §4). [`deletion`] explains why deleting an account is a job.
 
 pub mod cursor;
+pub mod deletion;
 pub mod outbox;
 pub mod read;
 pub mod write;
@@ -165,6 +166,23 @@ pub struct EdgeChange {
     pub mutual: bool,
 }
 
+/// An account being deleted: tombstoned (no API sees it and its UserID may be imported again) while
+/// its edges are removed chunk by chunk. It keeps what the webhooks of those edges need, as they were
+/// when the deletion was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The account.
+    pub uid: Uid,
+    /// Its app.
+    pub app: AppId,
+    /// Its UserID (for the webhooks' `From_Account`/`To_Account` and for logs).
+    pub user: UserId,
+    /// Who asked for the deletion: `ClientIP` and `OptPlatform` of every event it owes.
+    pub origin: Origin,
+    /// Whether `Follow.CallbackAfterFollowDelete` was subscribed when the deletion was asked for.
+    pub notify: bool,
+}
+
 /// A failure of the storage layer. Domain outcomes are never errors of this kind.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -202,8 +220,16 @@ pub trait WriteTx {
     fn user_id(&mut self, uid: Uid) -> StoreResult<UserId>;
     /// Imports `user` or, when it exists, updates the given profile fields; true when newly created.
     fn upsert_account(&mut self, app: AppId, user: &UserId, nick: Option<&str>, face_url: Option<&str>) -> StoreResult<(Uid, bool)>;
-    /// Removes an account row (its edges must already be gone).
+    /// Removes an account row and its [`Deletion`] record, if any (its edges must already be gone).
     fn delete_account(&mut self, uid: Uid) -> StoreResult<()>;
+    /// Marks an account deleted and records its deletion job: from now on no lookup finds it, its
+    /// UserID may be imported again (as a new account), and [`WriteTx::deleting`] lists it until
+    /// [`WriteTx::delete_account`] removes it.
+    fn tombstone(&mut self, job: &Deletion) -> StoreResult<()>;
+    /// The accounts of `app` that are tombstoned but not yet removed (usually none).
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>>;
+    /// The deletion job of a tombstoned account; `None` once it is finished.
+    fn deletion(&mut self, uid: Uid) -> StoreResult<Option<Deletion>>;
     /// The ordering key of edge `src → dst`, if it exists.
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>>;
     /// Adds edge `src → dst` (both orderings).
@@ -214,11 +240,13 @@ pub trait WriteTx {
     fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
     /// Removes the mutual record of `a` and `b` (both directions).
     fn delete_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()>;
-    /// Every edge out of `uid`: `(dst, key)`, oldest first.
-    fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
-    /// Every edge into `uid`: `(src, key)`, oldest first.
-    fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>>;
-    /// Current counters (including this transaction's changes).
+    /// Up to `limit` edges out of `uid`: `(dst, key)`, in `dst` order (the edges' own key order, so
+    /// reading the first ones costs the same however many there are).
+    fn out_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>>;
+    /// Up to `limit` edges into `uid`: `(src, key)`, oldest first.
+    fn in_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>>;
+    /// Current stored counters (including this transaction's changes; see
+    /// [`deletion::effective_counts`]).
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
     /// Adds deltas to the counters.
     fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()>;
@@ -236,11 +264,17 @@ pub trait ReadView {
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>>;
     /// Whether edge `src → dst` exists.
     fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool>;
-    /// Stored counters.
+    /// Stored counters (which still include the edges of accounts being deleted: see
+    /// [`deletion::effective_counts`]).
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts>;
+    /// The accounts of `app` that are tombstoned but not yet removed (usually none).
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>>;
+    /// Every unfinished deletion job, of every app, oldest first.
+    fn deletions(&mut self) -> StoreResult<Vec<Uid>>;
     /// A user's profile, if imported.
     fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>>;
-    /// Up to `limit` entries of a list, newest first, strictly after `after`.
+    /// Up to `limit` entries of a list, newest first, strictly after `after`, leaving out accounts
+    /// being deleted.
     fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>>;
 }
 

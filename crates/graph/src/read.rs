@@ -2,6 +2,7 @@
 
 use followd_protocol::{code, UserId};
 
+use crate::deletion::effective_counts;
 use crate::write::distinct;
 use crate::{AppId, Counts, Cursor, GraphError, ListEntry, ListKind, ReadView};
 
@@ -83,7 +84,8 @@ pub fn follow_get(
     Ok(Page { entries, next })
 }
 
-/// `follow_get_info`: the counters of each target; `Err(30003)`-style items for unknown users.
+/// `follow_get_info`: the counters of each target, without the edges of accounts being deleted;
+/// `Err(30003)`-style items for unknown users.
 pub fn follow_get_info(
     view: &mut dyn ReadView,
     app: AppId,
@@ -91,10 +93,14 @@ pub fn follow_get_info(
     targets: &[UserId],
 ) -> Result<Vec<(UserId, Option<Counts>)>, GraphError> {
     require(view, app, from)?;
+    let deleting = view.deleting(app)?;
     let mut out = Vec::with_capacity(targets.len());
     for user in distinct(targets) {
         let counts = match view.lookup(app, &user)? {
-            Some(uid) => Some(view.counts(uid)?),
+            Some(uid) => {
+                let stored = view.counts(uid)?;
+                Some(effective_counts(stored, uid, &deleting, |s, d| view.has_edge(s, d))?)
+            }
             None => None,
         };
         out.push((user, counts));

@@ -1,10 +1,11 @@
-//! Write rules: follow, unfollow, import, delete. Each function checks every request-level condition
-//! before it writes anything, so a refused request changes nothing.
+//! Write rules: follow, unfollow, import (account deletion is in [`crate::deletion`]). Each function
+//! checks every request-level condition before it writes anything, so a refused request changes
+//! nothing.
 
 use followd_protocol::{code, CallbackCommand, UserId};
-use std::collections::HashMap;
 
-use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Subscriptions, Uid, WriteTx};
+use crate::deletion::{effective_counts, supersede};
+use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Subscriptions, TimeKey, Uid, WriteTx};
 
 /// The most targets one webhook event lists (the REST limit of one call).
 pub const MAX_EVENT_TARGETS: usize = 20;
@@ -51,10 +52,10 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
-    fn ok(user: &UserId) -> Self {
+    pub(crate) fn ok(user: &UserId) -> Self {
         ItemResult { user: user.clone(), code: code::OK, info: "" }
     }
-    fn err(user: &UserId, code: u32, info: &'static str) -> Self {
+    pub(crate) fn err(user: &UserId, code: u32, info: &'static str) -> Self {
         ItemResult { user: user.clone(), code, info }
     }
 }
@@ -80,6 +81,8 @@ fn over(limit: Option<i64>, current: i64) -> bool {
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.
 pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
     let src = require(tx, cx.app, from)?;
+    // The limits count edges as if those of accounts being deleted were already gone.
+    let deleting = tx.deleting(cx.app)?;
     let mut results = Vec::with_capacity(targets.len());
     let mut added = Vec::new();
     for target in distinct(targets) {
@@ -95,7 +98,7 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
             results.push(ItemResult::ok(&target));
             continue;
         }
-        let (from_counts, to_counts) = (tx.counts(src)?, tx.counts(dst)?);
+        let (from_counts, to_counts) = (counts(tx, src, &deleting)?, counts(tx, dst, &deleting)?);
         if over(cx.limits.max_following, from_counts.following) {
             results.push(ItemResult::err(&target, code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
             continue;
@@ -115,6 +118,7 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
                 continue;
             }
         }
+        supersede(tx, cx.app, src, dst, &deleting)?;
         let key = tx.next_key();
         tx.insert_edge(src, dst, key)?;
         let m = i64::from(back.is_some());
@@ -131,11 +135,24 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
     Ok(results)
 }
 
+/// A user's counters as the limits see them.
+fn counts(tx: &mut dyn WriteTx, uid: Uid, deleting: &[Uid]) -> Result<Counts, GraphError> {
+    let stored = tx.counts(uid)?;
+    Ok(effective_counts(stored, uid, deleting, |s, d| Ok(tx.edge(s, d)?.is_some()))?)
+}
+
 /// Removes edge `src → dst` with its mutual record and counters; `false` when there was none.
 fn remove_edge(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid) -> Result<bool, GraphError> {
     let Some(key) = tx.edge(src, dst)? else {
         return Ok(false);
     };
+    unlink(tx, app, src, dst, key)?;
+    Ok(true)
+}
+
+/// Removes the existing edge `src → dst` (ordering key `key`) with its mutual record and counters,
+/// and records the change for live notifications.
+pub(crate) fn unlink(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid, key: TimeKey) -> Result<(), GraphError> {
     let back = tx.edge(dst, src)?;
     tx.delete_edge(src, dst)?;
     let m = i64::from(back.is_some());
@@ -146,7 +163,7 @@ fn remove_edge(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid) -> Result<b
     tx.add_counts(dst, delta(-1, 0, -m))?;
     let (from, to) = (tx.user_id(src)?, tx.user_id(dst)?);
     tx.changed(app, EdgeChange { from, to, added: false, mutual: back.is_some() });
-    Ok(true)
+    Ok(())
 }
 
 /// `follow_delete`: `from` unfollows each target. Unfollowing someone not followed succeeds and
@@ -179,8 +196,20 @@ fn emit_chunks(
     if !cx.subscriptions.wants(command) {
         return Ok(());
     }
+    emit_targets(tx, cx.app, command, &cx.origin, from, &targets)
+}
+
+/// Emits the events of `from`'s changed edges to `targets`, at most [`MAX_EVENT_TARGETS`] an event.
+pub(crate) fn emit_targets(
+    tx: &mut dyn WriteTx,
+    app: AppId,
+    command: CallbackCommand,
+    origin: &Origin,
+    from: &UserId,
+    targets: &[UserId],
+) -> Result<(), GraphError> {
     for chunk in targets.chunks(MAX_EVENT_TARGETS) {
-        tx.emit(NewEvent { app: cx.app, command, from: from.clone(), targets: chunk.to_vec(), origin: cx.origin.clone() })?;
+        tx.emit(NewEvent { app, command, from: from.clone(), targets: chunk.to_vec(), origin: origin.clone() })?;
     }
     Ok(())
 }
@@ -200,45 +229,4 @@ pub struct NewAccount {
 /// gets the new profile fields. Returns whether each was newly created.
 pub fn import_accounts(tx: &mut dyn WriteTx, app: AppId, accounts: &[NewAccount]) -> Result<Vec<bool>, GraphError> {
     accounts.iter().map(|a| Ok(tx.upsert_account(app, &a.user, a.nick.as_deref(), a.face_url.as_deref())?.1)).collect()
-}
-
-/// `account_delete`: removes each account and every edge touching it, fixes every counter, and owes a
-/// `Follow.CallbackAfterFollowDelete` per removed edge, grouped by `From_Account`, at most 20 targets an
-/// event. An unknown account gets `70107`.
-pub fn delete_accounts(tx: &mut dyn WriteTx, cx: &WriteContext, users: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
-    let mut results = Vec::with_capacity(users.len());
-    // From_Account -> targets, in the order the edges were met.
-    let mut groups: Vec<(UserId, Vec<UserId>)> = Vec::new();
-    let mut index: HashMap<UserId, usize> = HashMap::new();
-    for user in distinct(users) {
-        let Some(uid) = tx.lookup(cx.app, &user)? else {
-            results.push(ItemResult::err(&user, code::ACCOUNT_NOT_FOUND, "account does not exist"));
-            continue;
-        };
-        let mut removed: Vec<(Uid, Uid)> = Vec::new();
-        for (dst, _) in tx.out_edges(uid)? {
-            if remove_edge(tx, cx.app, uid, dst)? {
-                removed.push((uid, dst));
-            }
-        }
-        for (src, _) in tx.in_edges(uid)? {
-            if remove_edge(tx, cx.app, src, uid)? {
-                removed.push((src, uid));
-            }
-        }
-        for (src, dst) in removed {
-            let (from, to) = (tx.user_id(src)?, tx.user_id(dst)?);
-            let i = *index.entry(from.clone()).or_insert_with(|| {
-                groups.push((from, Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].1.push(to);
-        }
-        tx.delete_account(uid)?;
-        results.push(ItemResult::ok(&user));
-    }
-    for (from, targets) in groups {
-        emit_chunks(tx, cx, CallbackCommand::FollowDelete, &from, targets)?;
-    }
-    Ok(results)
 }

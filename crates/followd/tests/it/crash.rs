@@ -13,13 +13,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const USERS: usize = 120;
 const WRITERS: usize = 6;
 
-struct Child {
-    proc: tokio::process::Child,
-    addr: String,
+pub struct Child {
+    pub proc: tokio::process::Child,
+    pub addr: String,
 }
 
 /// Starts the binary on port 0 and reads the bound address from its log.
-async fn start(config: &Path) -> Child {
+pub async fn start(config: &Path) -> Child {
     let mut proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
         .args(["serve", "--config"])
         .arg(config)
@@ -50,7 +50,7 @@ fn url(addr: &str, api: &str) -> String {
     format!("http://{addr}/v4/{api}?sdkappid={APP_A}&identifier={ADMIN}&usersig={}&contenttype=json", sig(KEY_A, APP_A, ADMIN))
 }
 
-async fn post(http: &reqwest::Client, addr: &str, api: &str, body: Value) -> Result<Value, reqwest::Error> {
+pub async fn post(http: &reqwest::Client, addr: &str, api: &str, body: Value) -> Result<Value, reqwest::Error> {
     http.post(url(addr, api)).body(body.to_string()).send().await?.json().await
 }
 

@@ -4,6 +4,7 @@
 mod api;
 mod client;
 mod crash;
+mod deletion;
 mod errors;
 mod helpers;
 mod isolation;

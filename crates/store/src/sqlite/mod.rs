@@ -1,7 +1,10 @@
 //! The embedded SQLite store.
 //!
 //! Schema (every UserID interned to an integer `accounts.id`):
-//! - `accounts`: one row per imported user, with its profile and its three counters;
+//! - `accounts`: one row per imported user, with its profile and its three counters; `deleted` marks
+//!   an account whose deletion job is still removing its edges (names are unique among the others);
+//! - `deletions`: the unfinished deletion jobs, with what their webhooks need (see
+//!   [`followd_graph::deletion`]);
 //! - `edges(src, dst, t)` keyed by `(src, dst)`, plus the index `(dst, t, src)`: each edge is stored in
 //!   both orders. The check is a point lookup and the followers list (unbounded: an account may have
 //!   millions of fans) a keyset range scan at any depth. The following list reads the follower's own
@@ -20,10 +23,10 @@ mod outbox;
 
 use followd_graph::outbox::{StoredEvent, WebhookId};
 use followd_graph::{
-    AppId, Completion, Counts, Cursor, EdgeChange, ListEntry, ListKind, NewEvent, Profile, ReadJob, ReadView, Store, StoreError,
-    StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView, Store,
+    StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
 };
-use followd_protocol::{webhook, UserId};
+use followd_protocol::{webhook, OptPlatform, UserId};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::HashMap;
@@ -124,6 +127,22 @@ const MIGRATIONS: &[&str] = &[
      DROP INDEX IF EXISTS events_open;
      CREATE INDEX events_pending ON events(app, id) WHERE state = 0;
      CREATE INDEX events_dead ON events(app, created_ms) WHERE state = 2;",
+    // 2 → 3: account deletion as a job. A deleted account keeps its row (its edges still point to it)
+    // until its job ends; its name is free at once, so the name index covers live accounts only.
+    r#"
+ALTER TABLE accounts ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+DROP INDEX accounts_by_name;
+CREATE UNIQUE INDEX accounts_by_name ON accounts(app, user_id) WHERE deleted = 0;
+CREATE TABLE deletions (
+    account    INTEGER PRIMARY KEY,
+    app        INTEGER NOT NULL,
+    user_id    TEXT    NOT NULL,
+    client_ip  TEXT    NOT NULL,
+    platform   TEXT    NOT NULL,
+    notify     INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -218,12 +237,14 @@ impl SqliteStore {
         migrate(&conn)?;
         conn.set_prepared_statement_cache_capacity(64);
         let last_key: Option<i64> = conn.query_row("SELECT max(t) FROM edges", [], |r| r.get(0)).map_err(db_err)?;
+        let deleting = load_deleting(&conn).map_err(db_err)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_hooks = hooks.clone();
         let writer = std::thread::Builder::new()
             .name("followd-writer".into())
             .spawn(move || {
-                Writer { conn, ids: HashMap::new(), names: HashMap::new(), last_key: last_key.unwrap_or(0), hooks: writer_hooks }.run(rx)
+                Writer { conn, ids: HashMap::new(), names: HashMap::new(), deleting, last_key: last_key.unwrap_or(0), hooks: writer_hooks }
+                    .run(rx)
             })
             .map_err(StoreError::database)?;
         let checkpointer = start_checkpointer(&path)?;
@@ -421,10 +442,21 @@ struct Writer {
     conn: Connection,
     /// (app, UserID) → id; valid across batches because only this thread writes.
     ids: HashMap<(AppId, UserId), Uid>,
-    /// id → (app, UserID): the reverse of `ids`, so a deletion evicts both in O(1).
+    /// id → (app, UserID): the reverse of `ids`, so a deletion evicts both in O(1). It also names
+    /// accounts that are no longer in `ids` (tombstoned ones, whose jobs still emit their events).
     names: HashMap<Uid, (AppId, UserId)>,
+    /// (app, id) of every unfinished deletion job, oldest first: a copy of `deletions` that every
+    /// follow reads (for the limits), kept here because only this thread changes it.
+    deleting: Vec<(AppId, Uid)>,
     last_key: TimeKey,
     hooks: CommitHooks,
+}
+
+/// The unfinished deletion jobs, oldest first.
+fn load_deleting(conn: &Connection) -> rusqlite::Result<Vec<(AppId, Uid)>> {
+    conn.prepare("SELECT app, account FROM deletions ORDER BY created_ms, account")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as AppId, r.get(1)?)))?
+        .collect()
 }
 
 impl Writer {
@@ -445,7 +477,7 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: Vec<Job>) {
-        if self.ids.len() > MAX_CACHED_IDS {
+        if self.ids.len().max(self.names.len()) > MAX_CACHED_IDS {
             self.ids.clear();
             self.names.clear();
         }
@@ -486,6 +518,10 @@ impl Writer {
                 // Caches may hold rows of the rolled-back batch.
                 self.ids.clear();
                 self.names.clear();
+                match load_deleting(&self.conn) {
+                    Ok(d) => self.deleting = d,
+                    Err(e) => tracing::error!(error = %db_err(e), "cannot reload the deletion jobs after a rollback"),
+                }
                 done.into_iter().for_each(|c| c(Err(&e)));
             }
         }
@@ -496,6 +532,7 @@ impl Writer {
             conn: &self.conn,
             ids: &mut self.ids,
             names: &mut self.names,
+            deleting: &mut self.deleting,
             last_key: &mut self.last_key,
             counts: HashMap::new(),
             now_ms: (now_micros() / 1000) as u64,
@@ -512,6 +549,7 @@ struct SqliteWriteTx<'w> {
     conn: &'w Connection,
     ids: &'w mut HashMap<(AppId, UserId), Uid>,
     names: &'w mut HashMap<Uid, (AppId, UserId)>,
+    deleting: &'w mut Vec<(AppId, Uid)>,
     last_key: &'w mut TimeKey,
     /// id → (stored counts, delta of this batch)
     counts: HashMap<Uid, (Counts, Counts)>,
@@ -534,6 +572,13 @@ impl SqliteWriteTx<'_> {
             self.failed = Some(e.clone());
             e
         })
+    }
+
+    /// Drops `key → uid` from the name cache, unless the name already belongs to a newer account.
+    fn forget_name(&mut self, key: &(AppId, UserId), uid: Uid) {
+        if self.ids.get(key) == Some(&uid) {
+            self.ids.remove(key);
+        }
     }
 
     /// Writes the counter deltas; called once before commit.
@@ -560,7 +605,7 @@ impl WriteTx for SqliteWriteTx<'_> {
         }
         let found = self.guard(|tx| {
             tx.conn
-                .prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
                 .query_row(params![app as i64, user.as_str()], |r| r.get::<_, i64>(0))
                 .optional()
         })?;
@@ -594,7 +639,7 @@ impl WriteTx for SqliteWriteTx<'_> {
     fn upsert_account(&mut self, app: AppId, user: &UserId, nick: Option<&str>, face_url: Option<&str>) -> StoreResult<(Uid, bool)> {
         let existing = self.guard(|tx| {
             tx.conn
-                .prepare_cached("SELECT id, nick, face_url FROM accounts WHERE app = ?1 AND user_id = ?2")?
+                .prepare_cached("SELECT id, nick, face_url FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
                 .query_row(params![app as i64, user.as_str()], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
                 })
@@ -631,13 +676,72 @@ impl WriteTx for SqliteWriteTx<'_> {
     }
 
     fn delete_account(&mut self, uid: Uid) -> StoreResult<()> {
-        self.guard(|tx| tx.conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([uid]))?;
+        self.guard(|tx| {
+            tx.conn.prepare_cached("DELETE FROM accounts WHERE id = ?1")?.execute([uid])?;
+            tx.conn.prepare_cached("DELETE FROM deletions WHERE account = ?1")?.execute([uid])
+        })?;
         self.counts.remove(&uid);
+        self.deleting.retain(|&(_, d)| d != uid);
         // Every cached id has its reverse entry, so this evicts the account without scanning the cache.
         if let Some(key) = self.names.remove(&uid) {
-            self.ids.remove(&key);
+            self.forget_name(&key, uid);
         }
         Ok(())
+    }
+
+    fn tombstone(&mut self, job: &Deletion) -> StoreResult<()> {
+        let now_ms = self.now_ms as i64;
+        self.guard(|tx| {
+            tx.conn.prepare_cached("UPDATE accounts SET deleted = 1 WHERE id = ?1")?.execute([job.uid])?;
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO deletions(account, app, user_id, client_ip, platform, notify, created_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    job.uid,
+                    job.app as i64,
+                    job.user.as_str(),
+                    job.origin.client_ip,
+                    job.origin.platform.as_str(),
+                    job.notify,
+                    now_ms
+                ])
+        })?;
+        self.deleting.push((job.app, job.uid));
+        // The name now belongs to no one (a re-import makes a new account); the id keeps its name
+        // for the events of the job.
+        self.forget_name(&(job.app, job.user.clone()), job.uid);
+        self.names.insert(job.uid, (job.app, job.user.clone()));
+        Ok(())
+    }
+
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>> {
+        Ok(self.deleting.iter().filter(|&&(a, _)| a == app).map(|&(_, d)| d).collect())
+    }
+
+    fn deletion(&mut self, uid: Uid) -> StoreResult<Option<Deletion>> {
+        let row = self.guard(|tx| {
+            tx.conn
+                .prepare_cached("SELECT app, user_id, client_ip, platform, notify FROM deletions WHERE account = ?1")?
+                .query_row([uid], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+                })
+                .optional()
+        })?;
+        let Some((app, user, client_ip, platform, notify)) = row else {
+            return Ok(None);
+        };
+        let user = match UserId::parse(&user) {
+            Ok(u) => u,
+            Err(e) => {
+                let e = StoreError::database(e);
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        let origin = Origin { client_ip, platform: OptPlatform::parse(&platform) };
+        Ok(Some(Deletion { uid, app: app as AppId, user, origin, notify }))
     }
 
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>> {
@@ -670,20 +774,22 @@ impl WriteTx for SqliteWriteTx<'_> {
         })
     }
 
-    fn out_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
+    fn out_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.guard(|tx| {
             tx.conn
-                .prepare_cached("SELECT dst, t FROM edges WHERE src = ?1 ORDER BY t")?
-                .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .prepare_cached("SELECT dst, t FROM edges WHERE src = ?1 ORDER BY dst LIMIT ?2")?
+                .query_map([uid, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
     }
 
-    fn in_edges(&mut self, uid: Uid) -> StoreResult<Vec<(Uid, TimeKey)>> {
+    fn in_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.guard(|tx| {
             tx.conn
-                .prepare_cached("SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1 ORDER BY t")?
-                .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .prepare_cached("SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1 ORDER BY t LIMIT ?2")?
+                .query_map([uid, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
     }
@@ -809,17 +915,21 @@ impl SqliteReadView<'_> {
 }
 
 /// The list queries: keyset pages, newest first, `(t, other)` strictly below the cursor.
+/// Accounts being deleted are left out before the `LIMIT`, so a page is full whenever more entries follow.
 const LIST_FOLLOWERS: &str = "SELECT e.src, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e INDEXED BY edges_in \
-     JOIN accounts a ON a.id = e.src WHERE e.dst = ?1 AND (e.t, e.src) < (?2, ?3) ORDER BY e.t DESC, e.src DESC LIMIT ?4";
+     JOIN accounts a ON a.id = e.src WHERE e.dst = ?1 AND (e.t, e.src) < (?2, ?3) AND a.deleted = 0 \
+     ORDER BY e.t DESC, e.src DESC LIMIT ?4";
 const LIST_FOLLOWING: &str = "SELECT e.dst, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e \
-     JOIN accounts a ON a.id = e.dst WHERE e.src = ?1 AND (e.t, e.dst) < (?2, ?3) ORDER BY e.t DESC, e.dst DESC LIMIT ?4";
+     JOIN accounts a ON a.id = e.dst WHERE e.src = ?1 AND (e.t, e.dst) < (?2, ?3) AND a.deleted = 0 \
+     ORDER BY e.t DESC, e.dst DESC LIMIT ?4";
 const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM mutual m \
-     JOIN accounts a ON a.id = m.b WHERE m.a = ?1 AND (m.t, m.b) < (?2, ?3) ORDER BY m.t DESC, m.b DESC LIMIT ?4";
+     JOIN accounts a ON a.id = m.b WHERE m.a = ?1 AND (m.t, m.b) < (?2, ?3) AND a.deleted = 0 \
+     ORDER BY m.t DESC, m.b DESC LIMIT ?4";
 
 impl ReadView for SqliteReadView<'_> {
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
         self.guard(|c| {
-            c.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2")?
+            c.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
                 .query_row(params![app as i64, user.as_str()], |r| r.get(0))
                 .optional()
         })
@@ -827,7 +937,7 @@ impl ReadView for SqliteReadView<'_> {
 
     fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>> {
         self.guard(|c| {
-            c.prepare_cached("SELECT nick, face_url, profile_seq FROM accounts WHERE app = ?1 AND user_id = ?2")?
+            c.prepare_cached("SELECT nick, face_url, profile_seq FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
                 .query_row(params![app as i64, user.as_str()], |r| {
                     Ok(Profile { nick: r.get(0)?, face_url: r.get(1)?, sequence: r.get(2)? })
                 })
@@ -841,6 +951,16 @@ impl ReadView for SqliteReadView<'_> {
 
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
         self.guard(|c| read_counts(c, uid))
+    }
+
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>> {
+        self.guard(|c| c.prepare_cached("SELECT account FROM deletions WHERE app = ?1")?.query_map([app as i64], |r| r.get(0))?.collect())
+    }
+
+    fn deletions(&mut self) -> StoreResult<Vec<Uid>> {
+        self.guard(|c| {
+            c.prepare_cached("SELECT account FROM deletions ORDER BY created_ms, account")?.query_map([], |r| r.get(0))?.collect()
+        })
     }
 
     fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>> {
