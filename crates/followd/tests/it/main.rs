@@ -2,12 +2,17 @@
 //! temp dir, driven over HTTP; the crash test drives the real binary; the model test drives the store.
 
 mod api;
+mod binary;
 mod client;
 mod crash;
 mod errors;
+mod health;
 mod helpers;
+mod liveness;
 mod model;
 mod openapi;
+mod overload;
 mod receiver;
 mod receiving;
+mod storage;
 mod webhooks;
