@@ -113,7 +113,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let addr = config.listen_addr()?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen: cannot bind {addr}"))?;
+        let listener = followd::net::bind(addr).with_context(|| format!("listen: cannot bind {addr}"))?;
         followd::run(config, listener, shutdown_signal()).await
     })
 }

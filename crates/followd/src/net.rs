@@ -33,12 +33,24 @@ use crate::AppState;
 
 /// The most bytes of request line and headers read for one request.
 pub const MAX_HEADER_BUFFER: usize = 16 * 1024;
-/// Refusals in progress at once (each takes at most [`REFUSAL_TIME`]); past it a connection over the
-/// cap is closed without an answer.
+/// Refusals in progress at once (each takes at most [`REFUSAL_TIME`]); past it, accepting waits.
 const MAX_REFUSING: usize = 1024;
 /// How long a refusal may take: writing the answer, then reading what the client sent so that closing
 /// does not reset the connection under the answer.
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Connections the kernel may hold for us before we accept them (capped by `net.core.somaxconn`):
+/// a burst past the backlog has its connection attempts dropped and retried after 1 s, 3 s, 7 s….
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with a backlog of [`LISTEN_BACKLOG`] (the standard library's is 128,
+/// tokio's 1024).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -85,10 +97,13 @@ pub async fn serve(
             }
             Err(_) => {
                 st.metrics.refused(Refusal::Connections);
-                // Past MAX_REFUSING refusals in progress, the connection is simply closed.
-                if let Ok(slot) = refusing.clone().try_acquire_owned() {
-                    tokio::spawn(refuse(stream, st.next_request_id(), slot));
-                }
+                // Past MAX_REFUSING refusals in progress, accepting waits for one to end (each takes
+                // at most REFUSAL_TIME); later connections wait in the backlog, none is dropped unanswered.
+                let slot = tokio::select! {
+                    () = &mut shutdown => break,
+                    slot = refusing.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                };
+                tokio::spawn(refuse(stream, st.next_request_id(), slot));
             }
         }
     }
