@@ -247,7 +247,7 @@ impl SqliteStore {
             refused: 0.into(),
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
-            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()), running: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)) }),
             hooks,
         })
     }
@@ -347,15 +347,7 @@ impl SqliteStore {
 
     /// Runs raw SQL on a reader connection, off the async runtime.
     async fn read_sql<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static) -> StoreResult<R> {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let r = f(&conn).map_err(db_err);
-            pool.put(conn);
-            r
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.readers.run(move |conn| f(conn).map_err(db_err)).await
     }
 }
 
@@ -375,21 +367,14 @@ impl Store for SqliteStore {
     }
 
     fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
-        let pool = self.readers.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = pool.take()?;
-                conn.execute_batch("BEGIN").map_err(db_err)?;
-                let mut view = SqliteReadView { conn: &conn, failed: None };
-                job(&mut view);
-                let failed = view.failed.take();
-                let _ = conn.execute_batch("COMMIT");
-                pool.put(conn);
-                failed.map_or(Ok(()), Err)
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.readers.run(move |conn| {
+            conn.execute_batch("BEGIN").map_err(db_err)?;
+            let mut view = SqliteReadView { conn, failed: None };
+            job(&mut view);
+            let failed = view.failed.take();
+            let _ = conn.execute_batch("COMMIT");
+            failed.map_or(Ok(()), Err)
+        }))
     }
 }
 
@@ -450,12 +435,34 @@ fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, 
 /// internal error while the server stays up. The page cache takes the map's place for hot pages.
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA mmap_size = 0;";
 
+/// Reads running at once, each on its own blocking thread and connection: more would not go faster
+/// on a few cores, and under a flood of requests every extra one costs a thread and a connection's
+/// memory. Reads past it wait, off the threads, within their request's deadline.
+const MAX_READERS: usize = 32;
+
 struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadPool {
+    /// Runs `f` on a reader connection on a blocking thread, at most [`MAX_READERS`] at once. The
+    /// slot goes with the thread: a read whose caller gave up keeps it until it ends.
+    async fn run<R: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Connection) -> StoreResult<R> + Send + 'static) -> StoreResult<R> {
+        let running = self.running.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            let conn = pool.take()?;
+            let r = f(&conn);
+            pool.put(conn);
+            r
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
     fn take(&self) -> StoreResult<Connection> {
         if let Some(c) = self.idle.lock().pop() {
             return Ok(c);
