@@ -32,7 +32,19 @@ pub(crate) enum Outcome {
     NoConnection,
 }
 
-pub async fn run(server_bin: &std::path::Path, connections: usize, slow_percent: usize) -> anyhow::Result<()> {
+/// The figures of one flood.
+struct Round {
+    rss_peak: u64,
+    rss_after: u64,
+    rss_later: u64,
+    threads_peak: u64,
+    after_p50: f64,
+    after_p99: f64,
+    secs: f64,
+    counts: BTreeMap<Outcome, u64>,
+}
+
+pub async fn run(server_bin: &std::path::Path, connections: usize, slow_percent: usize, rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("followd.toml");
     std::fs::write(
@@ -54,79 +66,94 @@ pub async fn run(server_bin: &std::path::Path, connections: usize, slow_percent:
     let (idle_p50, idle_p99) = check_latency(&t).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-
-    // Sample the server's RSS while the flood runs.
-    let sampling = Arc::new(AtomicBool::new(true));
-    let peak = Arc::new(AtomicU64::new(rss_idle));
     let threads_idle = proc_status_kib(pid, "Threads:").unwrap_or(0);
-    let threads_peak = Arc::new(AtomicU64::new(threads_idle));
+    let mut done = Vec::new();
+    for _ in 0..rounds.max(1) {
+        done.push(round(&t, pid, &server.addr, &query, connections, slow_percent).await?);
+    }
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let ratio = |kib: u64| kib as f64 / rss_idle.max(1) as f64;
+    println!();
+    println!("Idle: RSS {:.1} MiB, {threads_idle} threads, follow_check p50 {idle_p50:.2} ms, p99 {idle_p99:.2} ms.", mib(rss_idle));
+    println!("{connections} connections a flood, {slow_percent} % of requests stall mid-body.");
+    println!();
+    println!("| flood | RSS at the peak | 1 s after | 15 s after | threads at the peak | follow_check right after (p99 vs idle) | duration | answers |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, r) in done.iter().enumerate() {
+        let answers: Vec<String> = r.counts.iter().map(|(o, n)| format!("{} {n}", describe(o))).collect();
+        println!(
+            "| {} | {:.1} MiB ({:.2}x idle) | {:.1} MiB ({:.2}x) | {:.1} MiB ({:.2}x) | {} | p50 {:.2} ms, p99 {:.2} ms ({:.2}x) | {:.1} s | {} |",
+            i + 1,
+            mib(r.rss_peak),
+            ratio(r.rss_peak),
+            mib(r.rss_after),
+            ratio(r.rss_after),
+            mib(r.rss_later),
+            ratio(r.rss_later),
+            r.threads_peak,
+            r.after_p50,
+            r.after_p99,
+            r.after_p99 / idle_p99,
+            r.secs,
+            answers.join(", ")
+        );
+    }
+    let rounds: Vec<serde_json::Value> = done
+        .iter()
+        .map(|r| {
+            let by_code: serde_json::Map<String, serde_json::Value> = r.counts.iter().map(|(o, n)| (describe(o), json!(n))).collect();
+            json!({"rss_peak_mib": round1(mib(r.rss_peak)), "rss_after_mib": round1(mib(r.rss_after)), "rss_15s_after_mib": round1(mib(r.rss_later)),
+                   "threads_peak": r.threads_peak, "check_after_p99_ms": round2(r.after_p99), "flood_secs": round1(r.secs), "answers": by_code})
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({"connections": connections, "slow_percent": slow_percent, "rss_idle_mib": round1(mib(rss_idle)), "check_idle_p99_ms": round2(idle_p99), "rounds": rounds})
+    );
+    Ok(())
+}
+
+/// One flood, with the server's RSS and threads sampled while it runs and after it.
+async fn round(t: &Target, pid: u32, addr: &str, query: &str, connections: usize, slow_percent: usize) -> anyhow::Result<Round> {
+    let sampling = Arc::new(AtomicBool::new(true));
+    let (peak, threads) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let sampler = {
-        let (sampling, peak, threads) = (sampling.clone(), peak.clone(), threads_peak.clone());
+        let (sampling, peak, threads) = (sampling.clone(), peak.clone(), threads.clone());
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                if let Some(n) = proc_status_kib(pid, "Threads:") {
-                    threads.fetch_max(n, Ordering::Relaxed);
-                }
+                peak.fetch_max(proc_status_kib(pid, "VmRSS:").unwrap_or(0), Ordering::Relaxed);
+                threads.fetch_max(proc_status_kib(pid, "Threads:").unwrap_or(0), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
     let start = Instant::now();
-    let outcomes = flood(&server.addr, &query, connections, slow_percent).await;
-    let flood_secs = start.elapsed().as_secs_f64();
+    let outcomes = flood(addr, query, connections, slow_percent).await;
+    let secs = start.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);
     sampler.await?;
-    let rss_peak = peak.load(Ordering::Relaxed);
-    let threads_peak = threads_peak.load(Ordering::Relaxed);
-
-    let (after_p50, after_p99) = check_latency(&t).await?;
+    let (after_p50, after_p99) = check_latency(t).await?;
     let ended = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
     // Reads run on blocking threads; idle ones exit after tokio's 10 s keep-alive, with their memory.
     tokio::time::sleep_until((ended + Duration::from_secs(15)).into()).await;
     let rss_later = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-
     let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
     for o in outcomes {
         *counts.entry(o).or_default() += 1;
     }
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    println!();
-    println!("| figure | value | idle, same run | ratio |");
-    println!("|---|---|---|---|");
-    for (when, kib) in [
-        (format!("at its peak during a flood of {connections} connections"), rss_peak),
-        ("1 s after the flood".to_owned(), rss_after),
-        ("15 s after the flood".to_owned(), rss_later),
-    ] {
-        let ratio = kib as f64 / rss_idle.max(1) as f64;
-        println!("| server RSS {when} | {:.1} MiB | {:.1} MiB | {ratio:.2}x |", mib(kib), mib(rss_idle));
-    }
-    println!("| server threads at the peak | {threads_peak} | {threads_idle} | |");
-    println!(
-        "| follow_check right after the flood | p50 {after_p50:.2} ms, p99 {after_p99:.2} ms | p50 {idle_p50:.2} ms, p99 {idle_p99:.2} ms | p99 {:.2}x |",
-        after_p99 / idle_p99
-    );
-    println!(
-        "| the flood, from the first connection to the last answer ({slow_percent} % of requests stall mid-body) | {flood_secs:.1} s | | |"
-    );
-    for (o, n) in &counts {
-        println!("| answers: {} | {n} | | |", describe(o));
-    }
-    let by_code: serde_json::Map<String, serde_json::Value> = counts.iter().map(|(o, n)| (describe(o), json!(n))).collect();
-    println!(
-        "{}",
-        json!({
-            "connections": connections, "slow_percent": slow_percent,
-            "rss_idle_mib": round1(mib(rss_idle)), "rss_peak_mib": round1(mib(rss_peak)), "rss_after_mib": round1(mib(rss_after)), "rss_15s_after_mib": round1(mib(rss_later)),
-            "check_idle_p99_ms": round2(idle_p99), "check_after_p99_ms": round2(after_p99), "answers": by_code, "flood_secs": round1(flood_secs), "threads_peak": threads_peak,
-        })
-    );
-    Ok(())
+    Ok(Round {
+        rss_peak: peak.load(Ordering::Relaxed),
+        rss_after,
+        rss_later,
+        threads_peak: threads.load(Ordering::Relaxed),
+        after_p50,
+        after_p99,
+        secs,
+        counts,
+    })
 }
 
 fn round1(x: f64) -> f64 {

@@ -82,6 +82,9 @@ enum Cmd {
         /// Share of the requests that send only half their body and stall, in percent.
         #[arg(long, default_value_t = 10)]
         slow_percent: usize,
+        /// Floods one after the other against the same server (memory kept, or leaked, shows in the later ones).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
@@ -96,8 +99,8 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
         Some(Cmd::Live { clients, rate, seconds }) => rt.block_on(async { live::run(&server_binary(&cli)?, clients, rate, seconds).await }),
-        Some(Cmd::Flood { connections, slow_percent }) => {
-            rt.block_on(async { flood::run(&server_binary(&cli)?, connections, slow_percent).await })
+        Some(Cmd::Flood { connections, slow_percent, rounds }) => {
+            rt.block_on(async { flood::run(&server_binary(&cli)?, connections, slow_percent, rounds).await })
         }
         Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
         None => rt.block_on(bench(cli)),
