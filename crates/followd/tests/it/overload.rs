@@ -222,3 +222,66 @@ async fn a_request_past_its_deadline_gets_its_familys_timeout_code_and_is_not_ap
     assert_ne!(r["Response"]["Url"], "http://127.0.0.1:9/hook", "the timed-out set_callback was applied: {r}");
     server.stop().await;
 }
+
+/// The server's own writes (delivery log, background jobs) go through `followd_graph::write`, which
+/// waits for room; API writes go through `try_write`, which is refused at once. Seen on the store
+/// itself, with the writer held inside a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_writes_wait_for_room_while_api_writes_are_refused() {
+    use followd_graph::write::{import_accounts, NewAccount};
+    use followd_graph::{GraphError, StoreError};
+    use followd_store::{sqlite::Durability, CommitHooks, SqliteStore};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open_with(dir.path(), Durability::Process, CommitHooks::default(), 1).unwrap());
+    let import = |name: &str| {
+        let accounts = vec![NewAccount { user: followd_protocol::UserId::parse(name).unwrap(), nick: None, face_url: None }];
+        move |tx: &mut dyn followd_graph::WriteTx| import_accounts(tx, APP_A, &accounts).map(drop)
+    };
+    // Hold the writer inside a job until released.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = tokio::sync::oneshot::channel();
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            followd_graph::try_write(&*store, move |_| {
+                entered.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+            .await
+        })
+    };
+    inside.await.unwrap();
+    // The queue holds one job; the next API write is refused at once.
+    let queued = tokio::spawn({
+        let (store, f) = (store.clone(), import("queued"));
+        async move { followd_graph::try_write(&*store, f).await }
+    });
+    poll(30, "the queued write", || async { (store.write_queue().0 == 1).then_some(()) }).await;
+    let refused = followd_graph::try_write(&*store, import("refused")).await;
+    assert!(matches!(refused, Err(GraphError::Store(StoreError::Busy))), "{refused:?}");
+    // An internal write waits for room instead (it cannot finish while the writer is held).
+    let internal = tokio::spawn({
+        let (store, f) = (store.clone(), import("internal"));
+        async move { followd_graph::write(&*store, f).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!internal.is_finished());
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+    internal.await.unwrap().unwrap();
+    let names: Vec<String> = store
+        .with_reader(|c| {
+            c.prepare("SELECT user_id FROM accounts ORDER BY user_id")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(names, ["internal", "queued"]);
+}
