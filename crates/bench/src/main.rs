@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod delete;
+mod flood;
 mod live;
 mod webhooks;
 
@@ -94,6 +95,19 @@ enum Cmd {
         #[arg(long)]
         no_webhook: bool,
     },
+    /// Overload: the server's memory and answers under a flood of concurrent connections, and a
+    /// normal request's latency right after it.
+    Flood {
+        /// Concurrent connections, each sending one request.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Share of the requests that send only half their body and stall, in percent.
+        #[arg(long, default_value_t = 10)]
+        slow_percent: usize,
+        /// Floods one after the other against the same server (memory kept, or leaked, shows in the later ones).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -107,6 +121,9 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Echo { ref listen }) => rt.block_on(echo_server(listen.clone())),
         Some(Cmd::Live { clients, rate, seconds }) => rt.block_on(async { live::run(&server_binary(&cli)?, clients, rate, seconds).await }),
+        Some(Cmd::Flood { connections, slow_percent, rounds }) => {
+            rt.block_on(async { flood::run(&server_binary(&cli)?, connections, slow_percent, rounds).await })
+        }
         Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
         Some(Cmd::Delete { fans, writers, rate, baseline, chunk, no_webhook }) => rt.block_on(async {
             let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };
@@ -141,6 +158,10 @@ pub(crate) async fn spawn(mut cmd: tokio::process::Command) -> anyhow::Result<Ch
     let mut lines = BufReader::new(proc.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.context("child exited before listening")?;
+        // Figures of a test build (failpoints compiled in) would not describe the product.
+        if line.contains("built with failpoints") {
+            bail!("the server binary is a test build (failpoints); build it with `cargo build --release -p followd`");
+        }
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -153,7 +174,7 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "VmHWM:")
 }
 
-/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`).
+/// A numeric `/proc/PID/status` field: `VmRSS:` and `VmHWM:` in KiB, `Threads:` a count.
 pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()

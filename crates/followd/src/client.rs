@@ -1,5 +1,11 @@
 //! The client API for end users: `/v1/client/follow/*` with the user's own UserSig, and live
 //! notifications on `/v1/client/events` (a WebSocket).
+//!
+//! A phone that loses its network leaves a half-open connection: nothing tells the server, and the
+//! dead connection would keep one of its user's 16 slots for as long as the kernel keeps the socket
+//! (hours). So the server pings every client every `live_ping_interval_ms`, and a client that sends
+//! nothing at all (no pong, no frame) for `live_idle_timeout_ms` is disconnected and unregistered.
+//! A dead client's slot is free at most `live_idle_timeout_ms` after the last frame it sent.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -20,6 +26,15 @@ use crate::{now_secs, AppState};
 
 /// How long a notification may take to write before the client counts as too slow.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the server finds out that a WebSocket client is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// The server pings each client this often.
+    pub ping_every: Duration,
+    /// A client that sends nothing for this long is disconnected.
+    pub idle_timeout: Duration,
+}
 
 /// The platform a client declares in `X-Client-Platform`; anything unknown (or `RESTAPI`) is `Unknown`.
 pub fn platform(headers: &HeaderMap) -> OptPlatform {
@@ -94,24 +109,43 @@ async fn session(socket: WebSocket, st: Arc<AppState>, app: u64, me: UserId) {
     // Checked before the upgrade; a race with another device connecting at the same moment ends here.
     let Some((id, mut queue)) = st.live.register(app, me.as_str()) else { return };
     let (mut sink, mut incoming) = socket.split();
-    loop {
+    let Liveness { ping_every, idle_timeout } = st.liveness;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut stop = st.stop.clone();
+    let close = loop {
         tokio::select! {
             msg = queue.recv() => match msg {
                 Some(text) => match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.as_ref().into()))).await {
                     Ok(Ok(())) => {}
-                    _ => break,
+                    _ => break None,
                 },
                 // The registry dropped this connection: the client did not keep up.
-                None => {
-                    let _ = sink.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1008, reason: "too slow".into() }))).await;
-                    break;
-                }
+                None => break Some((1008, "too slow")),
             },
             frame = incoming.next() => match frame {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                // Any frame, a pong included, shows the client is there.
+                Some(Ok(_)) => idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout),
             },
+            _ = ping.tick() => {
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await, Ok(Ok(()))) {
+                    break None;
+                }
+            }
+            () = &mut idle => {
+                tracing::debug!(app, user = %me, "live client silent past the idle timeout; disconnected");
+                break Some((1001, "idle timeout"));
+            }
+            _ = stop.changed() => break Some((1001, "server shutting down")),
         }
-    }
+    };
+    // The slot is free before the goodbye, which a dead client will never read.
     st.live.unregister(app, me.as_str(), id);
+    if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.into() }));
+        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await;
+    }
 }

@@ -38,6 +38,31 @@ pub struct Config {
     /// in chunks of this size, between other writes.
     #[serde(default = "default_deletion_chunk_edges")]
     pub deletion_chunk_edges: usize,
+    /// Open connections (WebSockets included) past which a new connection is answered `60007` and
+    /// closed. Keep it below the process's file-descriptor limit (`ulimit -n`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// API requests served at once, past which a request is answered `60007` at once.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// How long an API request may take, from its headers to its answer, before it is answered with
+    /// its family's timeout code (`30007`, `70169`, `100001`). Tencent's own limit is 3 s.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Write jobs waiting for the writer, past which an API write is answered `60007` at once.
+    #[serde(default = "default_max_queued_writes")]
+    pub max_queued_writes: usize,
+    /// How long a client may take to send a request's headers, counted from the connection or the
+    /// previous answer; past it the connection is closed (slow clients, idle keep-alive connections).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// How often the server pings each WebSocket client of `/v1/client/events`.
+    #[serde(default = "default_live_ping_interval_ms")]
+    pub live_ping_interval_ms: u64,
+    /// A WebSocket client that sends nothing (no pong, no frame) for this long is disconnected and
+    /// its slot among the user's 16 freed.
+    #[serde(default = "default_live_idle_timeout_ms")]
+    pub live_idle_timeout_ms: u64,
     /// The apps this server hosts.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -142,6 +167,27 @@ fn default_retention_hours() -> u64 {
 fn default_deletion_chunk_edges() -> usize {
     DEFAULT_DELETION_CHUNK_EDGES
 }
+fn default_max_connections() -> usize {
+    16_384
+}
+fn default_max_concurrent_requests() -> usize {
+    1024
+}
+fn default_request_timeout_ms() -> u64 {
+    3000
+}
+fn default_max_queued_writes() -> usize {
+    followd_store::sqlite::DEFAULT_WRITE_QUEUE
+}
+fn default_header_read_timeout_ms() -> u64 {
+    30_000
+}
+fn default_live_ping_interval_ms() -> u64 {
+    20_000
+}
+fn default_live_idle_timeout_ms() -> u64 {
+    60_000
+}
 fn default_max_following() -> u64 {
     5000
 }
@@ -195,6 +241,10 @@ impl fmt::Debug for Config {
             .field("database_url", &self.database_url.as_ref().map(|_| REDACTED))
             .field("trusted_proxies", &self.trusted_proxies)
             .field("durability", &self.durability)
+            .field("max_connections", &self.max_connections)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("live_idle_timeout_ms", &self.live_idle_timeout_ms)
             .field("apps", &self.apps)
             .finish()
     }
@@ -283,6 +333,7 @@ impl Config {
         if !(1..=1_000_000).contains(&self.deletion_chunk_edges) {
             bail!("deletion_chunk_edges: {} is not between 1 and 1000000", self.deletion_chunk_edges);
         }
+        self.validate_limits()?;
         if self.apps.is_empty() {
             bail!("apps: at least one [[apps]] entry is needed");
         }
@@ -307,6 +358,35 @@ impl Config {
             if let Some(w) = &a.webhook {
                 w.validate().with_context(|| format!("{at}.webhook"))?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks the overload and liveness keys.
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        for (key, v) in [
+            ("max_connections", self.max_connections),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("max_queued_writes", self.max_queued_writes),
+        ] {
+            if !(1..=1_000_000).contains(&v) {
+                bail!("{key}: must be between 1 and 1000000");
+            }
+        }
+        for (key, ms) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("live_ping_interval_ms", self.live_ping_interval_ms),
+            ("live_idle_timeout_ms", self.live_idle_timeout_ms),
+        ] {
+            if !(10..=86_400_000).contains(&ms) {
+                bail!("{key}: must be between 10 ms and one day");
+            }
+        }
+        if self.live_idle_timeout_ms <= self.live_ping_interval_ms {
+            bail!("live_idle_timeout_ms: must be longer than live_ping_interval_ms, or healthy clients are cut off between pings");
         }
         Ok(())
     }
@@ -420,6 +500,24 @@ mod tests {
         let hook = "[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\nadmins = [\"a\"]\n[apps.webhook]\nurl = \"ftp://x\"\n";
         let c = Config::from_toml(hook, Path::new(".")).unwrap();
         assert!(format!("{:#}", c.validate().unwrap_err()).contains("url"));
+    }
+
+    #[test]
+    fn overload_and_liveness_keys_are_validated() {
+        let app = "[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\nadmins = [\"a\"]\n";
+        for (top, key) in [
+            ("live_ping_interval_ms = 5000\nlive_idle_timeout_ms = 5000", "live_idle_timeout_ms"),
+            ("live_ping_interval_ms = 0", "live_ping_interval_ms"),
+            ("max_concurrent_requests = 0", "max_concurrent_requests"),
+            ("max_connections = 2000000", "max_connections"),
+            ("request_timeout_ms = 1", "request_timeout_ms"),
+        ] {
+            let c = Config::from_toml(&format!("{top}\n{app}"), Path::new(".")).unwrap();
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.contains(key), "{top}: {e}");
+        }
+        let c = Config::from_toml(app, Path::new(".")).unwrap();
+        assert_eq!((c.max_concurrent_requests, c.request_timeout_ms, c.live_idle_timeout_ms), (1024, 3000, 60_000));
     }
 
     #[test]

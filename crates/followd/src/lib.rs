@@ -9,9 +9,12 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod deletion;
+pub mod health;
 pub mod listen;
 pub mod live;
 pub mod metrics;
+pub mod net;
+pub mod overload;
 pub mod reply;
 pub mod rest;
 
@@ -28,7 +31,6 @@ use followd_store::sqlite::Durability;
 use followd_store::{CommitHooks, SqliteStore};
 use followd_webhook::Dispatcher;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,6 +70,14 @@ pub struct AppState {
     pub deletions: deletion::Deletions,
     /// Trusted proxies for `ClientIP`.
     pub proxies: Vec<ipnet::IpNet>,
+    /// The concurrency limit and deadline of API requests.
+    pub guard: overload::Guard,
+    /// Whether the writer, checkpointer, delivery and live fan-out are running.
+    pub health: health::Health,
+    /// Ping interval and idle timeout of WebSocket clients.
+    pub liveness: client::Liveness,
+    /// Becomes true when the server stops: WebSocket sessions close.
+    pub stop: tokio::sync::watch::Receiver<bool>,
     boot: u32,
     seq: AtomicU64,
 }
@@ -81,12 +91,18 @@ impl AppState {
 
 /// The HTTP routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // Only the API routes go through the concurrency limit and deadline: health and metrics must
+    // answer under overload, and a WebSocket outlives any request deadline.
+    let api = Router::new()
         .route("/v4/{service}/{command}", any(rest::handle))
         .route("/v1/client/follow/{command}", any(client::follow))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), overload::guard));
+    Router::new()
+        .merge(api)
         .route("/v1/client/events", get(client::events))
         .route("/openapi.json", get(openapi))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::handle))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -114,13 +130,13 @@ pub fn open_store(config: &Config, hooks: CommitHooks) -> anyhow::Result<Arc<Sql
         bail!("database_url: the PostgreSQL backend is not available in this version; remove the key to use the embedded store");
     }
     let durability = if config.durability == "fsync" { Durability::Fsync } else { Durability::Process };
-    let store = SqliteStore::open(&config.data_dir, durability, hooks)
+    let store = SqliteStore::open_with(&config.data_dir, durability, hooks, config.max_queued_writes)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
 }
 
-/// Serves the APIs on `listener` until `shutdown` resolves, then finishes in-flight requests, lets
-/// in-flight webhook attempts end, and commits everything queued before returning.
+/// Serves the APIs on `listener` until `shutdown` resolves, then finishes in-flight requests, closes
+/// WebSockets, lets in-flight webhook attempts end, and commits everything queued before returning.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -150,7 +166,8 @@ pub async fn run(
         config.delivery_queue_in_memory,
     )
     .await?;
-    tokio::spawn(live::fan_out(live.clone(), store.clone(), changes));
+    let (delivery_up, delivery) = health::watch_handle("delivery", delivery, stop_rx.clone());
+    let (live_up, _) = health::watch("live", live::fan_out(live.clone(), store.clone(), changes), stop_rx.clone());
     let (deletions, deleting) =
         deletion::Deletions::start(store.clone(), config.deletion_chunk_edges, metrics.deletions.clone(), stop_rx.clone());
     let state = Arc::new(AppState {
@@ -162,6 +179,13 @@ pub async fn run(
         dispatcher,
         metrics,
         proxies: config.proxies()?,
+        guard: overload::Guard::new(config.max_concurrent_requests, Duration::from_millis(config.request_timeout_ms)),
+        health: health::Health::new(store.clone(), delivery_up, live_up),
+        liveness: client::Liveness {
+            ping_every: Duration::from_millis(config.live_ping_interval_ms),
+            idle_timeout: Duration::from_millis(config.live_idle_timeout_ms),
+        },
+        stop: stop_rx.clone(),
         boot: rand::random(),
         seq: AtomicU64::new(1),
     });
@@ -171,18 +195,32 @@ pub async fn run(
         tokio::spawn(reload_loop(path, apps, stop_rx));
     }
     tracing::info!(addr = %listener.local_addr()?, apps = config.apps.len(), data_dir = %config.data_dir.display(), "followd listening");
-    let served =
-        axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    note_fd_limit(config.max_connections);
+    let limits =
+        net::Limits { max_connections: config.max_connections, header_read_timeout: Duration::from_millis(config.header_read_timeout_ms) };
+    let served = net::serve(listener, router(state.clone()), state, limits, shutdown).await;
     let _ = stop_tx.send(true);
-    if let Err(e) = delivery.await {
-        tracing::error!(error = %e, "the webhook dispatcher failed");
-    }
+    let _ = delivery.await;
     if let Err(e) = deleting.await {
         tracing::error!(error = %e, "the account deletion task failed");
     }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("followd stopped");
     served.context("serving HTTP")
+}
+
+/// Says so at start when the open-file limit is below `max_connections`: past the limit, accepting
+/// pauses instead of refusing with `60007` (Linux; elsewhere nothing is said).
+fn note_fd_limit(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok());
+    if let Some(soft) = soft.filter(|&soft| soft < max_connections + 64) {
+        tracing::warn!(
+            open_file_limit = soft,
+            max_connections,
+            "the open-file limit is below max_connections: past it new connections wait; raise `ulimit -n` or lower max_connections"
+        );
+    }
 }
 
 /// Deletes delivered events older than the retention, at start and every ten minutes.

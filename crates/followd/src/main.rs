@@ -101,15 +101,32 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    log_panics();
+    // Test builds only (see Cargo.toml): FAILPOINTS=name=action;… makes a component slow or die.
+    let _failpoints = fail::has_failpoints().then(|| {
+        tracing::warn!(failpoints = %std::env::var("FAILPOINTS").unwrap_or_default(), "built with failpoints: a test build, not for production");
+        fail::FailScenario::setup()
+    });
     if !path.exists() {
         first_run(path)?;
     }
     let config = Config::load(path)?;
     let addr = config.listen_addr()?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen: cannot bind {addr}"))?;
+        let listener = followd::net::bind(addr).with_context(|| format!("listen: cannot bind {addr}"))?;
         followd::run(config, listener, shutdown_signal()).await
     })
+}
+
+/// Sends panics to the log as well (with the thread's name), so a component that dies leaves its
+/// cause where operators look; `/healthz` then reports it.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        tracing::error!(thread, panic = %info, "a thread panicked");
+        default(info);
+    }));
 }
 
 /// Writes a starter config (owner-only, it holds a secret) and prints how to call the server.

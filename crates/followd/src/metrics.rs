@@ -30,6 +30,41 @@ pub struct CommandLabels {
     pub command: &'static str,
 }
 
+/// Why a request or connection was refused or cut short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` open: the connection was answered `60007` and closed.
+    Connections,
+    /// `max_concurrent_requests` in progress: answered `60007`.
+    Requests,
+    /// `request_timeout_ms` passed: answered with the family's timeout code.
+    Timeout,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::Requests => "requests",
+            Refusal::Timeout => "timeout",
+        }
+    }
+}
+
+/// Labels of a refusal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `connections`, `requests` or `timeout` ([`Refusal`]).
+    pub reason: &'static str,
+}
+
+/// Labels of a component's state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// One of [`crate::health::COMPONENTS`].
+    pub component: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
@@ -56,6 +91,12 @@ pub struct ServerMetrics {
     live_dropped: Gauge,
     /// Account deletion jobs.
     pub deletions: DeletionMetrics,
+    refusals: Family<RefusalLabels, Counter>,
+    components: Family<ComponentLabels, Gauge>,
+    /// Open HTTP and WebSocket connections.
+    pub open_connections: Gauge,
+    queued_writes: Gauge,
+    refused_writes: Gauge,
 }
 
 impl Default for ServerMetrics {
@@ -90,7 +131,40 @@ impl Default for ServerMetrics {
             "Transactions of the background account deletion job, since start",
             deletions.chunks.clone(),
         );
-        ServerMetrics { registry, requests, latency, webhook, live_connections, live_dropped, deletions }
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "followd_overload_refusals",
+            "Requests and connections refused or cut short by a limit, by reason",
+            refusals.clone(),
+        );
+        let components = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "followd_component_up",
+            "1 while a component (writer, checkpointer, delivery, live) runs, 0 once it died",
+            components.clone(),
+        );
+        let (open_connections, queued_writes, refused_writes) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register("followd_open_connections", "Open HTTP and WebSocket connections", open_connections.clone());
+        registry.register("followd_write_queue_jobs", "Write jobs waiting for the writer", queued_writes.clone());
+        registry.register(
+            "followd_write_queue_refusals",
+            "API writes refused because the write queue was full, since start",
+            refused_writes.clone(),
+        );
+        ServerMetrics {
+            registry,
+            requests,
+            latency,
+            webhook,
+            live_connections,
+            live_dropped,
+            refusals,
+            components,
+            open_connections,
+            queued_writes,
+            refused_writes,
+            deletions,
+        }
     }
 }
 
@@ -99,6 +173,11 @@ impl ServerMetrics {
     pub fn request(&self, command: &'static str, ok: bool, elapsed: Duration) {
         self.requests.get_or_create(&RequestLabels { command, result: if ok { "ok" } else { "error" } }).inc();
         self.latency.get_or_create(&CommandLabels { command }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals.get_or_create(&RefusalLabels { reason: reason.label() }).inc();
     }
 }
 
@@ -119,6 +198,12 @@ pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the unfinished account deletions"),
     }
+    for (component, up) in st.health.components() {
+        m.components.get_or_create(&ComponentLabels { component }).set(up as i64);
+    }
+    let (queued, refused) = st.health.write_queue();
+    m.queued_writes.set(queued as i64);
+    m.refused_writes.set(refused as i64);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
         tracing::error!(error = %e, "cannot encode metrics");

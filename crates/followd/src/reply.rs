@@ -49,6 +49,10 @@ impl ApiError {
         match e {
             GraphError::NoSuchAccount(u) => ApiError::new(code::FOLLOW_ACCOUNT_NOT_FOUND, format!("From_Account {u} does not exist")),
             GraphError::Invalid(m) => ApiError::new(family.invalid(), m),
+            GraphError::Store(StoreError::Busy) => ApiError::new(
+                code::RATE_LIMITED,
+                format!("server busy: the write queue is full, nothing was applied; retry (RequestId {request_id})"),
+            ),
             GraphError::Store(StoreError::Closed) => {
                 ApiError::new(code::FOLLOW_TIMEOUT, format!("the server is shutting down; retry (RequestId {request_id})"))
             }

@@ -309,12 +309,13 @@ impl Call<'_> {
         ApiError::from_graph(e, self.family, self.request_id)
     }
 
-    /// Runs graph rules in a write transaction; failures become this API's error codes.
+    /// Runs graph rules in a write transaction; failures become this API's error codes. A full write
+    /// queue refuses at once (`60007`): an API request must not wait for room.
     async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn followd_graph::WriteTx) -> Result<R, followd_graph::GraphError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        followd_graph::write(&*self.st.store, f).await.map_err(|e| self.graph_err(e))
+        followd_graph::try_write(&*self.st.store, f).await.map_err(|e| self.graph_err(e))
     }
 
     /// Runs graph rules on a read snapshot; failures become this API's error codes.

@@ -192,6 +192,9 @@ pub enum StoreError {
     /// The store is shutting down and takes no more work.
     #[error("the store is shutting down")]
     Closed,
+    /// The write queue is full: the request was refused at once, nothing was applied.
+    #[error("the write queue is full")]
+    Busy,
 }
 
 /// A request-level refusal: nothing was applied.
@@ -289,21 +292,66 @@ pub type ReadJob = Box<dyn FnOnce(&mut dyn ReadView) + Send>;
 /// A storage backend: it runs write jobs in durable, group-committed transactions and read jobs on
 /// consistent snapshots. Chosen once at start-up.
 pub trait Store: Send + Sync + 'static {
-    /// Queues a write job. A job whose closure reports a store failure rolls back its whole batch.
+    /// Queues a write job, or refuses it at once with [`StoreError::Busy`] when the write queue is
+    /// full (API requests: overload gets a fast answer). A job whose closure reports a store failure
+    /// rolls back its whole batch.
     fn submit_write(&self, job: WriteJob) -> Result<(), StoreError>;
+    /// Queues a write job, waiting for room in the queue: for the server's own work (the delivery
+    /// log, background jobs), which must not fail because API traffic filled the queue.
+    fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(std::future::ready(self.submit_write(job)))
+    }
     /// Runs a read job off the async runtime.
     fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
 }
 
-/// Runs `f` in a write transaction and resolves once it has committed (or failed).
+/// Runs `f` in a write transaction and resolves once it has committed (or failed), waiting for room
+/// in the write queue: for the server's own work. API requests use [`try_write`].
 pub async fn write<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
 where
     S: Store + ?Sized,
     R: Send + 'static,
     F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
 {
+    let (job, rx) = write_job(f);
+    store.submit_write_waiting(job).await?;
+    rx.await.unwrap_or_else(|_| Err(unanswered()))
+}
+
+/// Like [`write`], but refuses at once with [`StoreError::Busy`] when the write queue is full, so an
+/// overloaded server answers instead of queueing without bound.
+pub async fn try_write<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
+where
+    S: Store + ?Sized,
+    R: Send + 'static,
+    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+{
+    let (job, rx) = write_job(f);
+    store.submit_write(job)?;
+    rx.await.unwrap_or_else(|_| Err(unanswered()))
+}
+
+/// A queued job dropped without an answer: the writer died with it (a store that shuts down runs
+/// every job it accepted).
+fn unanswered() -> GraphError {
+    GraphError::Store(StoreError::database(std::io::Error::other("the writer stopped before answering")))
+}
+
+type Answer<R> = tokio::sync::oneshot::Receiver<Result<R, GraphError>>;
+
+/// Wraps graph rules into a job that answers through a channel. A caller that gave up (a request
+/// past its deadline drops the receiver) before the writer reached its job gets nothing applied:
+/// the job checks before running the rules.
+fn write_job<R, F>(f: F) -> (WriteJob, Answer<R>)
+where
+    R: Send + 'static,
+    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: WriteJob = Box::new(move |wtx| {
+        if tx.is_closed() {
+            return Box::new(|_| {});
+        }
         let outcome = f(wtx);
         Box::new(move |commit: Result<(), &StoreError>| {
             let r = match commit {
@@ -313,8 +361,7 @@ where
             let _ = tx.send(r);
         })
     });
-    store.submit_write(job)?;
-    rx.await.unwrap_or(Err(GraphError::Store(StoreError::Closed)))
+    (job, rx)
 }
 
 /// Runs `f` on a read snapshot.
@@ -327,7 +374,10 @@ where
     let (tx, rx) = tokio::sync::oneshot::channel();
     store
         .submit_read(Box::new(move |view| {
-            let _ = tx.send(f(view));
+            // A caller that gave up (past its deadline) no longer needs the answer.
+            if !tx.is_closed() {
+                let _ = tx.send(f(view));
+            }
         }))
         .await?;
     rx.await.unwrap_or(Err(GraphError::Store(StoreError::Closed)))

@@ -61,6 +61,8 @@ pub const ACCOUNT_NOT_FOUND: u32 = 70107;
 pub const ACCOUNT_INVALID_PARAM: u32 = 70402;
 /// Internal error of an account API.
 pub const ACCOUNT_INTERNAL: u32 = 70500;
+/// An account API did not finish in time ("internal server timeout"); retry.
+pub const ACCOUNT_TIMEOUT: u32 = 70169;
 
 /// Internal error of a webhook-configuration API (`live_config` numbering).
 pub const CONFIG_INTERNAL: u32 = 100001;

@@ -242,6 +242,8 @@ impl Actor {
         let mut stopping = *shutdown.borrow();
         let mut committed_open = true;
         loop {
+            // Tests kill the delivery task here (`panic`) to see health report it; compiled out of release builds.
+            fail::fail_point!("delivery-loop");
             if stopping && self.in_flight == 0 {
                 break;
             }

@@ -1,50 +1,16 @@
 //! The crash test: the real `followd` binary is killed with SIGKILL during concurrent writes; after a
 //! restart every acknowledged write is there and every count agrees with the edges.
 
+use crate::binary::start;
 use crate::helpers::*;
 use rand::Rng as _;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const USERS: usize = 120;
 const WRITERS: usize = 6;
-
-pub struct Child {
-    pub proc: tokio::process::Child,
-    pub addr: String,
-}
-
-/// Starts the binary on port 0 and reads the bound address from its log.
-pub async fn start(config: &Path) -> Child {
-    let mut proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_followd"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("FOLLOWD_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(proc.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-            .await
-            .expect("server did not start")
-            .unwrap()
-            .expect("server exited");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Child { proc, addr }
-}
 
 fn url(addr: &str, api: &str) -> String {
     format!("http://{addr}/v4/{api}?sdkappid={APP_A}&identifier={ADMIN}&usersig={}&contenttype=json", sig(KEY_A, APP_A, ADMIN))

@@ -252,7 +252,7 @@ async fn a_deletion_killed_midway_resumes_after_restart() {
     // One edge a transaction: about a thousand transactions, so the kill lands in the middle.
     std::fs::write(&config, config_text_with_top("deletion_chunk_edges = 1", &table, "")).unwrap();
     let http = reqwest::Client::new();
-    let mut child = crash::start(&config).await;
+    let mut child = crate::binary::start(&config).await;
     let fans = names("fan", 1000);
     let idols = names("idol", 40);
     let mut users: Vec<String> = fans.iter().chain(&idols).cloned().collect();
@@ -276,7 +276,7 @@ async fn a_deletion_killed_midway_resumes_after_restart() {
         .unwrap();
     assert_eq!(unfinished, 1, "the kill should land while the job runs");
 
-    let child = crash::start(&config).await;
+    let child = crate::binary::start(&config).await;
     let r = call(&http, &child.addr, "im_open_login_svc/account_check", json!({"CheckItem": [{"UserID": "star"}]})).await;
     assert_eq!(r["ResultItem"][0]["AccountStatus"], "NotImported");
     assert_eq!(counts(&http, &child.addr, &idols[0]).await, (1000, 0, 0));

@@ -2,17 +2,22 @@
 //! temp dir, driven over HTTP; the crash test drives the real binary; the model test drives the store.
 
 mod api;
+mod binary;
 mod client;
 mod crash;
 mod deletion;
 mod errors;
+mod health;
 mod helpers;
 mod isolation;
 mod limits;
+mod liveness;
 mod model;
 mod openapi;
+mod overload;
 mod receiver;
 mod receiving;
 mod ssrf;
+mod storage;
 mod webhook_ids;
 mod webhooks;

@@ -43,6 +43,8 @@ const MAX_BATCH: usize = 2048;
 const MAX_CACHED_IDS: usize = 200_000;
 /// How many idle reader connections are kept.
 const MAX_IDLE_READERS: usize = 16;
+/// Write jobs queued for the writer by default, past which API writes are refused at once.
+pub const DEFAULT_WRITE_QUEUE: usize = 2048;
 
 /// The schema of version 1, frozen: later changes are [`MIGRATIONS`], so an existing database is
 /// brought forward step by step and a new one goes through the same steps.
@@ -203,7 +205,10 @@ type Job = Box<dyn FnOnce(&mut SqliteWriteTx<'_>) -> Completion + Send>;
 
 /// The embedded store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
-    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Bounded: API writes are refused when it is full, the server's own writes wait for room.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// API writes refused because the queue was full.
+    refused: std::sync::atomic::AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<ReadPool>,
@@ -214,13 +219,33 @@ fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::database(e)
 }
 
+/// The writer thread ended before the store was closed: it died (its panic is in the log).
+fn writer_gone() -> StoreError {
+    StoreError::database(std::io::Error::other("the writer thread has stopped"))
+}
+
 fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// Whether each background thread of the store is running (a thread that ended or panicked is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    /// The writer, which commits every write.
+    pub writer: bool,
+    /// The checkpointer, which copies the WAL into the database file.
+    pub checkpointer: bool,
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database `followd.db` in `dir` and starts the writer.
+    /// Opens (creating if needed) the database `followd.db` in `dir` and starts the writer, with a
+    /// write queue of [`DEFAULT_WRITE_QUEUE`] jobs.
     pub fn open(dir: &Path, durability: Durability, hooks: CommitHooks) -> StoreResult<Self> {
+        Self::open_with(dir, durability, hooks, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// [`SqliteStore::open`] with a write queue of `write_queue` jobs (at least 1).
+    pub fn open_with(dir: &Path, durability: Durability, hooks: CommitHooks, write_queue: usize) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::database)?;
         let path = dir.join("followd.db");
         let conn = Connection::open(&path).map_err(db_err)?;
@@ -230,7 +255,7 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000; \
-             PRAGMA cache_size = -16384; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -16384; PRAGMA mmap_size = 0; PRAGMA temp_store = MEMORY; \
              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(db_err)?;
@@ -238,7 +263,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         let last_key: Option<i64> = conn.query_row("SELECT max(t) FROM edges", [], |r| r.get(0)).map_err(db_err)?;
         let deleting = load_deleting(&conn).map_err(db_err)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(write_queue.max(1));
         let writer_hooks = hooks.clone();
         let writer = std::thread::Builder::new()
             .name("followd-writer".into())
@@ -250,9 +275,10 @@ impl SqliteStore {
         let checkpointer = start_checkpointer(&path)?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
+            refused: 0.into(),
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
-            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()), running: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)) }),
             hooks,
         })
     }
@@ -265,6 +291,19 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.readers.path
+    }
+
+    /// Whether the writer and the checkpointer threads are running. Both run until [`Self::close`],
+    /// so a thread found finished before that has died (a panic; its message is in the log).
+    pub fn threads(&self) -> Threads {
+        let running = |h: Option<&std::thread::JoinHandle<()>>| h.is_some_and(|h| !h.is_finished());
+        Threads { writer: running(self.writer.lock().as_ref()), checkpointer: running(self.checkpointer.lock().as_ref().map(|(_, t)| t)) }
+    }
+
+    /// Write jobs waiting for the writer, and API writes refused so far because the queue was full.
+    pub fn write_queue(&self) -> (usize, u64) {
+        let queued = self.jobs.lock().as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        (queued, self.refused.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Stops taking writes, lets the writer commit everything queued, and waits for it.
@@ -287,17 +326,35 @@ impl SqliteStore {
         Ok(r)
     }
 
+    /// Queues a job, or refuses it at once when the queue is full.
     fn submit(&self, job: Job) -> StoreResult<()> {
-        match &*self.jobs.lock() {
-            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        }
+        let r = match &*self.jobs.lock() {
+            Some(tx) => tx.try_send(job),
+            None => return Err(StoreError::Closed),
+        };
+        r.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                StoreError::Busy
+            }
+            mpsc::error::TrySendError::Closed(_) => writer_gone(),
+        })
+    }
+
+    /// Queues a job, waiting for room in the queue.
+    async fn submit_waiting(&self, job: Job) -> StoreResult<()> {
+        let Some(tx) = self.jobs.lock().clone() else { return Err(StoreError::Closed) };
+        tx.send(job).await.map_err(|_| writer_gone())
     }
 
     /// Runs raw SQL in the writer's next batch and resolves after its commit.
     async fn write_sql<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static) -> StoreResult<R> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Box::new(move |wtx: &mut SqliteWriteTx<'_>| {
+        self.submit_waiting(Box::new(move |wtx: &mut SqliteWriteTx<'_>| {
+            // A caller that gave up (an admin request past its deadline) gets nothing applied.
+            if tx.is_closed() {
+                return Box::new(|_| {});
+            }
             // A savepoint keeps a failing outbox write from rolling back the API writes batched with it.
             let r = match &wtx.failed {
                 Some(e) => Err(e.clone()),
@@ -314,21 +371,14 @@ impl SqliteStore {
             Box::new(move |commit: Result<(), &StoreError>| {
                 let _ = tx.send(commit.map_err(Clone::clone).and(r));
             })
-        }))?;
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        }))
+        .await?;
+        rx.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Runs raw SQL on a reader connection, off the async runtime.
     async fn read_sql<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static) -> StoreResult<R> {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let r = f(&conn).map_err(db_err);
-            pool.put(conn);
-            r
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.readers.run(move |conn| f(conn).map_err(db_err)).await
     }
 }
 
@@ -343,22 +393,19 @@ impl Store for SqliteStore {
         self.submit(Box::new(move |tx: &mut SqliteWriteTx<'_>| job(tx)))
     }
 
+    fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(self.submit_waiting(Box::new(move |tx: &mut SqliteWriteTx<'_>| job(tx))))
+    }
+
     fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
-        let pool = self.readers.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let conn = pool.take()?;
-                conn.execute_batch("BEGIN").map_err(db_err)?;
-                let mut view = SqliteReadView { conn: &conn, failed: None };
-                job(&mut view);
-                let failed = view.failed.take();
-                let _ = conn.execute_batch("COMMIT");
-                pool.put(conn);
-                failed.map_or(Ok(()), Err)
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.readers.run(move |conn| {
+            conn.execute_batch("BEGIN").map_err(db_err)?;
+            let mut view = SqliteReadView { conn, failed: None };
+            job(&mut view);
+            let failed = view.failed.take();
+            let _ = conn.execute_batch("COMMIT");
+            failed.map_or(Ok(()), Err)
+        }))
     }
 }
 
@@ -393,6 +440,7 @@ fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, 
         .name("followd-checkpoint".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                fail::fail_point!("checkpoint");
                 let result = checkpoint("PASSIVE").and_then(|frames| {
                     if let Err(e) = db_file.sync_data() {
                         tracing::warn!(error = %e, "cannot sync the database file");
@@ -412,19 +460,47 @@ fn start_checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, 
     Ok((stop, t))
 }
 
+/// Settings of each reader connection. No memory map (`mmap_size = 0`, for the writer too): with one,
+/// an I/O error or a truncated file under a mapped page raises SIGBUS and kills the whole process;
+/// with read(2) the same fault is an `SQLITE_IOERR` (or a corrupt-page error), answered as an
+/// internal error while the server stays up. The page cache takes the map's place for hot pages.
+const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA mmap_size = 0;";
+
+/// Reads running at once, each on its own blocking thread and connection: more would not go faster
+/// on a few cores, and under a flood of requests every extra one costs a thread and a connection's
+/// memory. Reads past it wait, off the threads, within their request's deadline.
+const MAX_READERS: usize = 32;
+
 struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadPool {
+    /// Runs `f` on a reader connection on a blocking thread, at most [`MAX_READERS`] at once. The
+    /// slot goes with the thread: a read whose caller gave up keeps it until it ends.
+    async fn run<R: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Connection) -> StoreResult<R> + Send + 'static) -> StoreResult<R> {
+        let running = self.running.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            let conn = pool.take()?;
+            let r = f(&conn);
+            pool.put(conn);
+            r
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
     fn take(&self) -> StoreResult<Connection> {
         if let Some(c) = self.idle.lock().pop() {
             return Ok(c);
         }
         let c =
             Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db_err)?;
-        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384; PRAGMA mmap_size = 1073741824;").map_err(db_err)?;
+        c.execute_batch(READER_PRAGMAS).map_err(db_err)?;
         c.set_prepared_statement_cache_capacity(32);
         Ok(c)
     }
@@ -460,7 +536,7 @@ fn load_deleting(conn: &Connection) -> rusqlite::Result<Vec<(AppId, Uid)>> {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::with_capacity(64);
             batch.push(first);
@@ -477,6 +553,8 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: Vec<Job>) {
+        // Tests make the writer slow (`sleep`) or kill it (`panic`) here; compiled out of release builds.
+        fail::fail_point!("writer-batch");
         if self.ids.len().max(self.names.len()) > MAX_CACHED_IDS {
             self.ids.clear();
             self.names.clear();
