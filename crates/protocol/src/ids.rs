@@ -44,6 +44,18 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The UserID as an owned string, without a copy.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Serialised as the plain string.
+impl serde::Serialize for UserId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
 }
 
 impl fmt::Display for UserId {
@@ -88,6 +100,13 @@ impl CallbackCommand {
     /// Parses the exact wire name; anything else is `None`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Serialised as the wire name.
+impl serde::Serialize for CallbackCommand {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -149,10 +168,70 @@ impl OptPlatform {
     }
 }
 
+/// Serialised as the wire value.
+impl serde::Serialize for OptPlatform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl fmt::Display for OptPlatform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+#[cfg(feature = "openapi")]
+mod schemas {
+    use super::{CallbackCommand, OptPlatform, UserId};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    impl utoipa::PartialSchema for UserId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("A UserID: 1 to 32 bytes of printable ASCII."))
+                .min_length(Some(1))
+                .max_length(Some(UserId::MAX_LEN))
+                .pattern(Some("^[\\x20-\\x7e]+$"))
+                .examples(["alice"])
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for UserId {}
+
+    impl utoipa::PartialSchema for CallbackCommand {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("A Follow webhook."))
+                .enum_values(Some(CallbackCommand::ALL.map(CallbackCommand::as_str)))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for CallbackCommand {}
+
+    impl utoipa::PartialSchema for OptPlatform {
+        fn schema() -> RefOr<Schema> {
+            let all = [
+                OptPlatform::RestApi,
+                OptPlatform::Web,
+                OptPlatform::Android,
+                OptPlatform::Ios,
+                OptPlatform::Windows,
+                OptPlatform::MacOs,
+                OptPlatform::IPad,
+                OptPlatform::Unknown,
+            ];
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("The platform of the client that caused an event."))
+                .enum_values(Some(all.map(OptPlatform::as_str)))
+                .into()
+        }
+    }
+    impl utoipa::ToSchema for OptPlatform {}
 }
 
 #[cfg(test)]
