@@ -1,9 +1,13 @@
 //! Parsing request bodies at the edge: every field is checked once, with an error that names it.
+//!
+//! The pipeline turns the bytes into a [`Body`] (a JSON object, `60003` otherwise); each command
+//! ([`crate::cmd`]) reads its fields through the typed accessors here, which give every API the same
+//! codes for the same mistake: a UserID that is not a string is `60015`, any other wrong field the
+//! family's invalid-parameter code (`30001`, `70402`, `100002`).
 
+use followd_protocol::api::{ApiError, Family};
 use followd_protocol::{code, UserId};
 use serde_json::{Map, Value};
-
-use crate::reply::{ApiError, Family};
 
 /// A request body: a JSON object.
 pub struct Body {
@@ -24,7 +28,13 @@ impl Body {
         }
     }
 
-    fn invalid(&self, info: String) -> ApiError {
+    /// The family whose codes this body's errors use.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// An invalid-parameter error of this body's family.
+    pub fn invalid(&self, info: String) -> ApiError {
         ApiError::new(self.family.invalid(), info)
     }
 

@@ -1,4 +1,5 @@
-//! `/healthz` and `/readyz`: whether the parts that do the work are running, told honestly.
+//! Whether the parts that do the work are running, told honestly (answered at `/healthz` and
+//! `/readyz` by [`crate::surface::probes`]).
 //!
 //! The server is more than its HTTP handlers: one writer thread commits every write, a checkpointer
 //! thread keeps the WAL from growing without bound, the delivery task sends the webhooks and the live
@@ -6,15 +7,10 @@
 //! while writes fail or webhooks silently stop, so health is read from the components themselves: a
 //! thread whose handle is finished, or a task whose watcher saw it end, is down.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use followd_store::SqliteStore;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use crate::AppState;
 
 /// The components whose death `/healthz` reports, in the order listed.
 pub const COMPONENTS: [&str; 4] = ["writer", "checkpointer", "delivery", "live"];
@@ -50,7 +46,13 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    fn down(&self) -> Vec<&'static str> {
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The components that are down.
+    pub fn down(&self) -> Vec<&'static str> {
         self.components().into_iter().filter(|(_, up)| !up).map(|(name, _)| name).collect()
     }
 }
@@ -89,26 +91,4 @@ pub fn watch_handle(
         }
     });
     (up, watcher)
-}
-
-/// `GET /healthz`: `ok`, or HTTP 503 naming each component that is down.
-pub async fn healthz(State(st): State<Arc<AppState>>) -> Response {
-    let down = st.health.down();
-    if down.is_empty() {
-        return "ok".into_response();
-    }
-    (StatusCode::SERVICE_UNAVAILABLE, format!("down: {}\n", down.join(", "))).into_response()
-}
-
-/// `GET /readyz`: `ready` once the store is open and delivery is running (every component up), and
-/// until shutdown begins; HTTP 503 otherwise, with the reason.
-pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
-    let down = st.health.down();
-    if st.health.stopping.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n").into_response();
-    }
-    if !down.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: down: {}\n", down.join(", "))).into_response();
-    }
-    "ready".into_response()
 }

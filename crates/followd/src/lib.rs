@@ -2,127 +2,52 @@
 //!
 //! The binary parses arguments and loads [`config::Config`]; everything else happens in [`run`], which
 //! the integration tests call too, on port 0.
+//!
+//! A request goes down through layers whose imports run one way (a test checks there is no cycle):
+//!
+//! 1. [`surface`]: the HTTP adapters (REST `/v4`, client `/v1/client`, the WebSocket, `/docs`, probes)
+//!    resolve a URL to an API;
+//! 2. [`pipeline`]: URL parameters, UserSig, caller, rate limits, body, dispatch, the envelope, and the
+//!    one mapping of failures to Tencent codes;
+//! 3. [`cmd`]: each command's parsing and application, one file per family;
+//! 4. the graph rules (`followd_graph`) and the store (`followd_store`).
+//!
+//! Beside them: [`state`] (the handles every request shares), [`apps`] (the hosted apps), [`body`]
+//! (typed access to a request body), [`docs`] (the OpenAPI document and the reference page), and the
+//! background parts ([`live`], [`deletion`], [`health`], [`metrics`], [`net`]).
 
-pub mod admin;
-pub mod auth;
+pub mod apps;
 pub mod body;
-pub mod client;
+pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod deletion;
+pub mod docs;
 pub mod health;
 pub mod listen;
 pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod overload;
-pub mod reply;
-pub mod rest;
+pub mod pipeline;
+pub mod state;
+pub mod surface;
 
 use anyhow::{bail, Context as _};
-use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::Router;
 use followd_graph::outbox::Outbox;
-use followd_graph::Store;
-use followd_protocol::code;
 use followd_store::sqlite::Durability;
 use followd_store::{CommitHooks, SqliteStore};
 use followd_webhook::Dispatcher;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::auth::Apps;
+use crate::apps::Apps;
 use crate::config::Config;
-use crate::reply::{envelope, ApiError, Family};
+use crate::state::{AppState, RequestIds};
 
-/// The largest request body accepted (`60002` above it).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Current Unix time in seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Current Unix time in milliseconds.
-pub fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// What every handler shares.
-pub struct AppState {
-    /// The hosted apps.
-    pub apps: Arc<Apps>,
-    /// The storage backend.
-    pub store: Arc<dyn Store>,
-    /// The webhook outbox of the same backend.
-    pub outbox: Arc<dyn Outbox>,
-    /// The delivery engine.
-    pub dispatcher: Dispatcher,
-    /// Prometheus metrics.
-    pub metrics: Arc<metrics::ServerMetrics>,
-    /// Connected WebSocket clients.
-    pub live: Arc<live::Live>,
-    /// Account deletion jobs.
-    pub deletions: deletion::Deletions,
-    /// Trusted proxies for `ClientIP`.
-    pub proxies: Vec<ipnet::IpNet>,
-    /// The concurrency limit and deadline of API requests.
-    pub guard: overload::Guard,
-    /// Whether the writer, checkpointer, delivery and live fan-out are running.
-    pub health: health::Health,
-    /// Ping interval and idle timeout of WebSocket clients.
-    pub liveness: client::Liveness,
-    /// Becomes true when the server stops: WebSocket sessions close.
-    pub stop: tokio::sync::watch::Receiver<bool>,
-    boot: u32,
-    seq: AtomicU64,
-}
-
-impl AppState {
-    /// A new request id: unique within this process and distinguishable across restarts.
-    pub fn next_request_id(&self) -> String {
-        format!("{:08x}-{:x}", self.boot, self.seq.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// The HTTP routes.
-pub fn router(state: Arc<AppState>) -> Router {
-    // Only the API routes go through the concurrency limit and deadline: health and metrics must
-    // answer under overload, and a WebSocket outlives any request deadline.
-    let api = Router::new()
-        .route("/v4/{service}/{command}", any(rest::handle))
-        .route("/v1/client/follow/{command}", any(client::follow))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), overload::guard));
-    Router::new()
-        .merge(api)
-        .route("/v1/client/events", get(client::events))
-        .route("/openapi.json", get(openapi))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::handle))
-        .fallback(fallback)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
-
-/// The OpenAPI 3 document of the client and admin APIs (checked against the routes by the tests).
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-async fn fallback(uri: Uri) -> Response {
-    if uri.path().starts_with("/v4/") {
-        let e = ApiError::new(code::BAD_URL, format!("unknown API {}", uri.path()));
-        return envelope::<()>(Family::Account, "-", Err(e));
-    }
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
-}
+pub use clock::{now_millis, now_secs};
+pub use surface::{router, MAX_BODY_BYTES};
 
 /// Opens the storage backend the configuration names.
 pub fn open_store(config: &Config, hooks: CommitHooks) -> anyhow::Result<Arc<SqliteStore>> {
@@ -181,13 +106,12 @@ pub async fn run(
         proxies: config.proxies()?,
         guard: overload::Guard::new(config.max_concurrent_requests, Duration::from_millis(config.request_timeout_ms)),
         health: health::Health::new(store.clone(), delivery_up, live_up),
-        liveness: client::Liveness {
+        liveness: live::Liveness {
             ping_every: Duration::from_millis(config.live_ping_interval_ms),
             idle_timeout: Duration::from_millis(config.live_idle_timeout_ms),
         },
         stop: stop_rx.clone(),
-        boot: rand::random(),
-        seq: AtomicU64::new(1),
+        ids: RequestIds::new(),
     });
     let retention = Duration::from_secs(config.delivery_log_retention_hours * 3600);
     tokio::spawn(purge_loop(outbox, retention, stop_rx.clone()));

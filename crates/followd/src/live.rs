@@ -6,12 +6,13 @@
 //! has a small bounded queue: a client that does not keep up is dropped, never waited for.
 
 use followd_graph::{AppId, EdgeChange, Store};
+use followd_protocol::api::reply::{LiveEvent, LiveMessage, LiveUser};
 use followd_protocol::UserId;
 use parking_lot::RwLock;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 /// Messages queued per connection before it counts as too slow and is dropped.
@@ -34,28 +35,18 @@ pub struct Live {
     dropped: AtomicU64,
 }
 
-/// One notification, exactly as pushed to the client.
-#[derive(Serialize)]
-struct Message<'a> {
-    #[serde(rename = "Event")]
-    event: &'static str,
-    #[serde(rename = "IsAdd")]
-    is_add: bool,
-    #[serde(rename = "Users")]
-    users: &'a [UserInfo],
+/// How the server finds out that a WebSocket client is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// The server pings each client this often.
+    pub ping_every: Duration,
+    /// A client that sends nothing for this long is disconnected.
+    pub idle_timeout: Duration,
 }
 
-#[derive(Serialize, Clone)]
-struct UserInfo {
-    #[serde(rename = "UserID")]
-    user_id: String,
-    #[serde(rename = "Nick", skip_serializing_if = "Option::is_none")]
-    nick: Option<String>,
-}
-
-const FOLLOWING: &str = "FollowingListChanged";
-const FOLLOWERS: &str = "FollowersListChanged";
-const MUTUAL: &str = "MutualListChanged";
+const FOLLOWING: LiveEvent = LiveEvent::FollowingListChanged;
+const FOLLOWERS: LiveEvent = LiveEvent::FollowersListChanged;
+const MUTUAL: LiveEvent = LiveEvent::MutualListChanged;
 
 impl Live {
     /// A registry whose connection count is `count` (the store's `CommitHooks::live_clients`).
@@ -131,9 +122,9 @@ impl Live {
 }
 
 /// (recipient, event, is_add) → other users, in order.
-type Outbox = Vec<((String, &'static str, bool), Vec<String>)>;
+type Outbox = Vec<((String, LiveEvent, bool), Vec<String>)>;
 
-fn add(out: &mut Outbox, recipient: &UserId, event: &'static str, is_add: bool, other: &UserId) {
+fn add(out: &mut Outbox, recipient: &UserId, event: LiveEvent, is_add: bool, other: &UserId) {
     let key = (recipient.to_string(), event, is_add);
     match out.iter_mut().find(|(k, _)| *k == key) {
         Some((_, v)) => v.push(other.to_string()),
@@ -183,11 +174,11 @@ pub async fn fan_out(live: Arc<Live>, store: Arc<dyn Store>, mut changes: broadc
             wanted.dedup();
             let nicks = if wanted.is_empty() { HashMap::new() } else { nicks(&store, app, wanted).await };
             for ((recipient, event, is_add), users) in out {
-                let users: Vec<UserInfo> = users
+                let users: Vec<LiveUser> = users
                     .into_iter()
-                    .map(|u| UserInfo { nick: if is_add { nicks.get(&u).cloned().flatten() } else { None }, user_id: u })
+                    .map(|u| LiveUser { nick: if is_add { nicks.get(&u).cloned().flatten() } else { None }, user_id: u })
                     .collect();
-                let text = serde_json::to_string(&Message { event, is_add, users: &users }).expect("messages serialise");
+                let text = serde_json::to_string(&LiveMessage { event, is_add, users: &users }).expect("messages serialise");
                 live.push(app, &recipient, Arc::from(text));
             }
         }

@@ -1,4 +1,5 @@
-//! The `followd` command: `serve`, `usersig`. Parses arguments, loads the config, calls the library.
+//! The `followd` command: `serve`, `usersig`, `listen`, `openapi`. Parses arguments, loads the config,
+//! calls the library.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Command {
         #[arg(long, default_value_t = followd_protocol::usersig::DEFAULT_EXPIRE_SECS)]
         expire: u64,
     },
+    /// Print the OpenAPI 3.1 document of every route (`crates/followd/openapi.json` is this output).
+    Openapi,
     /// Receive webhooks locally: verify, answer OK, print one JSON line per webhook on stdout.
     Listen {
         /// Address to listen on.
@@ -64,6 +67,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Openapi => {
+            print!("{}", followd::docs::json());
+            Ok(())
+        }
         Command::Listen { listen, sdkappid, token, signing_secret, forward } => {
             let mut verifier = followd_receiver::Verifier::new(sdkappid);
             if let Some(t) = token {

@@ -1,8 +1,6 @@
-//! `/metrics`: Prometheus text of the API and the delivery engine.
+//! The Prometheus metrics of the API and the delivery engine (served at `/metrics` by
+//! [`crate::surface::probes`]).
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,7 +10,8 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::AppState;
+/// The media type of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,7 +41,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn label(self) -> &'static str {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::Connections => "connections",
             Refusal::Requests => "requests",
@@ -181,32 +181,45 @@ impl ServerMetrics {
     }
 }
 
-/// The `/metrics` handler.
-pub async fn handle(State(st): State<Arc<AppState>>) -> Response {
-    let stats = st.dispatcher.stats().await;
-    let m = &st.metrics;
-    // Past the in-memory window the outbox is the only complete count.
-    let pending = if stats.spilled { st.outbox.count_pending().await.unwrap_or(stats.pending as u64) } else { stats.pending as u64 };
-    m.webhook.pending.set(pending as i64);
-    let age = stats.oldest_created_ms.map_or(0.0, |t| (crate::now_millis() - t).max(0) as f64 / 1000.0);
-    m.webhook.oldest_age.set(age);
-    m.live_connections.set(st.live.connections() as i64);
-    m.live_dropped.set(st.live.dropped() as i64);
-    match followd_graph::read(&*st.store, |v| Ok(v.deletions()?.len())).await {
-        Ok(n) => {
-            m.deletions.in_progress.set(n as i64);
+/// What a scrape reads from the parts that own it, besides the counters kept here.
+pub struct Scrape {
+    /// Pending webhook events.
+    pub pending: u64,
+    /// Age of the oldest pending event, seconds.
+    pub oldest_age_secs: f64,
+    /// Connected WebSocket clients.
+    pub live_connections: usize,
+    /// WebSocket clients dropped for being too slow, since start.
+    pub live_dropped: u64,
+    /// Deleted accounts whose edges are still being removed (`None` when it could not be read).
+    pub deletions_in_progress: Option<usize>,
+    /// Each component and whether it runs.
+    pub components: [(&'static str, bool); 4],
+    /// Write jobs waiting for the writer.
+    pub queued_writes: usize,
+    /// API writes refused because the write queue was full, since start.
+    pub refused_writes: u64,
+}
+
+impl ServerMetrics {
+    /// Records `s` and encodes every metric as OpenMetrics text.
+    pub fn encode(&self, s: Scrape) -> String {
+        self.webhook.pending.set(s.pending as i64);
+        self.webhook.oldest_age.set(s.oldest_age_secs);
+        self.live_connections.set(s.live_connections as i64);
+        self.live_dropped.set(s.live_dropped as i64);
+        if let Some(n) = s.deletions_in_progress {
+            self.deletions.in_progress.set(n as i64);
         }
-        Err(e) => tracing::warn!(error = %e, "cannot count the unfinished account deletions"),
+        for (component, up) in s.components {
+            self.components.get_or_create(&ComponentLabels { component }).set(up as i64);
+        }
+        self.queued_writes.set(s.queued_writes as i64);
+        self.refused_writes.set(s.refused_writes as i64);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        text
     }
-    for (component, up) in st.health.components() {
-        m.components.get_or_create(&ComponentLabels { component }).set(up as i64);
-    }
-    let (queued, refused) = st.health.write_queue();
-    m.queued_writes.set(queued as i64);
-    m.refused_writes.set(refused as i64);
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
-        tracing::error!(error = %e, "cannot encode metrics");
-    }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

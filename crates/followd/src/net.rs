@@ -11,7 +11,7 @@
 //!   most 64 KiB ([`crate::MAX_BODY_BYTES`]), so a connection's buffers stay small.
 //!
 //! Everything after the headers (the body, the deadline, the concurrency limit) is
-//! [`crate::overload`]'s job.
+//! [`crate::surface::overload`]'s job.
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Refusal;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The most bytes of request line and headers read for one request.
 pub const MAX_HEADER_BUFFER: usize = 16 * 1024;
@@ -125,10 +125,12 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Answers a connection over the cap with the overload envelope, without reading its request.
+/// Answers a connection over the cap with the overload envelope, without reading its request. Which
+/// API it was for is unknown, so the envelope carries `ErrorDisplay` as a follow API's does: an extra
+/// field an account API's client ignores, and the answer matches every API's documented error.
 async fn refuse(mut stream: TcpStream, request_id: String, _slot: OwnedSemaphorePermit) {
     let body = format!(
-        r#"{{"ActionStatus":"FAIL","ErrorCode":{},"ErrorInfo":"server busy: too many open connections; retry","RequestId":"{request_id}"}}"#,
+        r#"{{"ActionStatus":"FAIL","ErrorCode":{},"ErrorInfo":"server busy: too many open connections; retry","ErrorDisplay":"","RequestId":"{request_id}"}}"#,
         followd_protocol::code::RATE_LIMITED
     );
     let answer = format!(

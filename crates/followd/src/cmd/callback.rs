@@ -1,55 +1,52 @@
-//! `/v4/callback_config/*`: the webhook admin API. Same URL parameters and admin check as the REST API;
-//! bodies shaped like Tencent's `set_callback` / `set_callback_token` (protocol.md §1.6–1.7).
+//! The webhook commands (`/v4/callback_config/*`): the app's webhook settings, shaped like Tencent's
+//! `set_callback` / `set_callback_token` (protocol.md §1.6–1.7), and the delivery log with replay.
 
-use followd_graph::outbox::{EventFilter, EventRef, EventRow, EventState, Requeue, WebhookId};
+use followd_graph::outbox::{EventFilter, EventRef, EventRow, EventState, Requeue, WebhookId, WebhookOverride};
+use followd_protocol::api::reply::{
+    AttemptItem, AttemptPage, CallbackInfo, CallbackResponse, Empty, EventItem, EventPage, Replayed, TokenInfo, TokenResponse,
+};
+use followd_protocol::api::{Api, ApiError};
 use followd_protocol::{code, CallbackCommand};
-use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
+use super::{Ctx, Failure, Spec};
 use crate::body::Body;
-use crate::reply::ApiError;
-use crate::rest::Call;
 
 /// Most events one `list_events` page returns.
 pub const MAX_LIST: u64 = 1000;
+/// `list_events`' page size when Limit is absent or 0.
+pub const DEFAULT_LIST: u64 = 100;
 
 fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::new(code::CONFIG_INVALID_PARAM, m)
 }
 
-/// The event a call names: `{"EventId": n}` or `{"WebhookId": "evt_…"}`, exactly one of them.
-fn event_ref(body: &Body) -> Result<EventRef, ApiError> {
-    match (body.opt_i64("EventId")?, body.opt_str("WebhookId")?) {
-        (Some(id), None) => Ok(EventRef::Id(id)),
-        (None, Some(w)) => WebhookId::parse(w)
-            .map(EventRef::Webhook)
-            .ok_or_else(|| invalid("WebhookId is not a webhook-id this server sends (evt_ and a UUID, or evt_ and a number)")),
-        (Some(_), Some(_)) => Err(invalid("give EventId or WebhookId, not both")),
-        (None, None) => Err(invalid("EventId or WebhookId is required")),
-    }
+/// Stores new settings, then applies them.
+async fn save(cx: &Ctx<'_>, over: WebhookOverride) -> Result<(), Failure> {
+    cx.outbox.save_override(cx.app.sdkappid, over.clone()).await?;
+    cx.app.set_webhook_override(over);
+    tracing::info!(app = cx.app.sdkappid, request_id = cx.request_id, "webhook settings changed through the admin API");
+    Ok(())
 }
 
-fn describe(e: EventRef) -> String {
-    match e {
-        EventRef::Id(id) => format!("event {id}"),
-        EventRef::Webhook(w) => format!("event {w}"),
-    }
+/// `set_callback`: where the webhooks go and which are sent.
+#[derive(Debug, ToSchema)]
+#[schema(as = SetCallbackRequest)]
+pub struct SetCallback {
+    /// An `http://` or `https://` URL; `""` turns webhooks off.
+    #[schema(rename = "Url", example = "http://127.0.0.1:9000/imcallback")]
+    pub url: String,
+    /// The webhooks to send; absent keeps the current list.
+    #[schema(rename = "CallbackCommandList", value_type = Option<Vec<CallbackCommand>>)]
+    pub commands: Option<Vec<String>>,
 }
 
-impl Call<'_> {
-    fn internal(&self, e: followd_graph::StoreError) -> ApiError {
-        ApiError::from_graph(e.into(), self.family, self.request_id)
-    }
-
-    async fn save(&self, over: followd_graph::outbox::WebhookOverride) -> Result<(), ApiError> {
-        self.st.outbox.save_override(self.app.sdkappid, over.clone()).await.map_err(|e| self.internal(e))?;
-        self.app.set_webhook_override(over);
-        tracing::info!(app = self.app.sdkappid, request_id = self.request_id, "webhook settings changed through the admin API");
-        Ok(())
-    }
-
-    /// `set_callback`: `{"Url": "…", "CallbackCommandList": […]}`; an empty Url turns webhooks off.
-    pub async fn set_callback(&self, body: &Body) -> Result<Empty, ApiError> {
+impl SetCallback {
+    /// Parses the body.
+    pub fn parse(body: &Body) -> Result<Self, ApiError> {
         let url = body.opt_str("Url")?.ok_or_else(|| invalid("Url is required (\"\" turns webhooks off)"))?.to_owned();
         if !url.is_empty() {
             let ok = (url.starts_with("http://") || url.starts_with("https://")) && url::Url::parse(&url).is_ok_and(|u| u.host().is_some());
@@ -68,53 +65,113 @@ impl Call<'_> {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let _settings = self.app.settings.lock().await;
-        let mut over = self.app.webhook_override();
-        over.url = Some(url);
-        if commands.is_some() {
-            over.commands = commands;
+        Ok(SetCallback { url, commands })
+    }
+
+    pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<Empty, Failure> {
+        let _settings = cx.app.settings.lock().await;
+        let mut over = cx.app.webhook_override();
+        over.url = Some(self.url);
+        if self.commands.is_some() {
+            over.commands = self.commands;
         }
-        self.save(over).await?;
+        save(cx, over).await?;
         Ok(Empty {})
     }
+}
 
-    /// `get_callback`: the settings in force.
-    pub async fn get_callback(&self) -> Result<Wrapped<CallbackInfo>, ApiError> {
-        let ep = self.app.endpoint();
-        let commands = ep
-            .as_ref()
-            .map(|e| CallbackCommand::ALL.into_iter().filter(|c| e.subscriptions.wants(*c)).map(|c| c.as_str().to_owned()).collect())
-            .unwrap_or_default();
-        Ok(Wrapped { response: CallbackInfo { url: ep.map(|e| e.url.clone()).unwrap_or_default(), commands } })
+/// `get_callback`: no parameters.
+#[derive(Debug, ToSchema)]
+#[schema(as = GetCallbackRequest)]
+pub struct GetCallback {}
+
+impl GetCallback {
+    pub(super) fn apply(self, cx: &Ctx<'_>) -> CallbackResponse {
+        let ep = cx.app.endpoint();
+        let commands =
+            ep.as_ref().map(|e| CallbackCommand::ALL.into_iter().filter(|c| e.subscriptions.wants(*c)).collect()).unwrap_or_default();
+        CallbackResponse { response: CallbackInfo { url: ep.map(|e| e.url.clone()).unwrap_or_default(), commands } }
     }
+}
 
-    /// `set_callback_token`: `{"Token": "…", "IsTokenEnable": true}`.
-    pub async fn set_callback_token(&self, body: &Body) -> Result<Empty, ApiError> {
+/// `set_callback_token`: the token that signs webhooks (`Sign`, `RequestTime`).
+#[derive(Debug, ToSchema)]
+#[schema(as = SetCallbackTokenRequest)]
+pub struct SetCallbackToken {
+    /// 1 to 128 characters.
+    #[schema(rename = "Token", min_length = 1, max_length = 128, example = "xxxxyyyy")]
+    pub token: String,
+    /// Whether webhooks are signed with it; true when absent.
+    #[schema(rename = "IsTokenEnable", value_type = Option<bool>)]
+    pub enabled: bool,
+}
+
+impl SetCallbackToken {
+    /// Parses the body.
+    pub fn parse(body: &Body) -> Result<Self, ApiError> {
         let token = body.opt_str("Token")?.ok_or_else(|| invalid("Token is required"))?.to_owned();
         if token.is_empty() || token.len() > 128 {
             return Err(invalid("Token must be 1 to 128 characters"));
         }
-        let enabled = body.opt_bool("IsTokenEnable")?.unwrap_or(true);
-        let _settings = self.app.settings.lock().await;
-        let mut over = self.app.webhook_override();
-        over.token = Some(token);
-        over.token_enabled = Some(enabled);
-        self.save(over).await?;
+        Ok(SetCallbackToken { token, enabled: body.opt_bool("IsTokenEnable")?.unwrap_or(true) })
+    }
+
+    pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<Empty, Failure> {
+        let _settings = cx.app.settings.lock().await;
+        let mut over = cx.app.webhook_override();
+        over.token = Some(self.token);
+        over.token_enabled = Some(self.enabled);
+        save(cx, over).await?;
         Ok(Empty {})
     }
+}
 
-    /// `get_callback_token`.
-    pub async fn get_callback_token(&self) -> Result<Wrapped<TokenInfo>, ApiError> {
-        let over = self.app.webhook_override();
-        let ep = self.app.endpoint();
+/// `get_callback_token`: no parameters.
+#[derive(Debug, ToSchema)]
+#[schema(as = GetCallbackTokenRequest)]
+pub struct GetCallbackToken {}
+
+impl GetCallbackToken {
+    pub(super) fn apply(self, cx: &Ctx<'_>) -> TokenResponse {
+        let over = cx.app.webhook_override();
+        let ep = cx.app.endpoint();
         let token = over.token.clone().or_else(|| ep.as_ref().and_then(|e| e.token.clone())).unwrap_or_default();
         let enabled = ep.is_some_and(|e| e.token.is_some());
-        Ok(Wrapped { response: TokenInfo { token, enabled } })
+        TokenResponse { response: TokenInfo { token, enabled } }
     }
+}
 
-    /// `list_events`: newest first, filtered, with a cursor.
-    pub async fn list_events(&self, body: &Body) -> Result<EventPage, ApiError> {
-        let limit = body.opt_u64("Limit")?.filter(|&n| n > 0).unwrap_or(100);
+/// `list_events`: the delivery log, newest first, filtered, a page at a time.
+#[derive(Debug, ToSchema)]
+#[schema(as = ListEventsRequest)]
+pub struct ListEvents {
+    /// Only events in this state: `pending`, `delivered` or `dead`.
+    #[schema(rename = "State", value_type = Option<String>, example = "dead")]
+    pub state: Option<EventState>,
+    /// Only events about this user.
+    #[schema(rename = "From_Account", value_type = Option<String>)]
+    pub from: Option<String>,
+    /// Only this webhook.
+    #[schema(rename = "CallbackCommand", value_type = Option<CallbackCommand>)]
+    pub command: Option<CallbackCommand>,
+    /// Only events created at or after, Unix ms.
+    #[schema(rename = "StartTime", value_type = Option<i64>)]
+    pub start_ms: Option<i64>,
+    /// Only events created before, Unix ms.
+    #[schema(rename = "EndTime", value_type = Option<i64>)]
+    pub end_ms: Option<i64>,
+    /// The previous page's `NextCursor`; `""` or absent for the first page.
+    #[schema(rename = "Cursor", value_type = Option<String>)]
+    pub before_id: Option<i64>,
+    /// Page size, 1 to 1000; 100 when absent or 0.
+    #[schema(rename = "Limit", value_type = Option<u64>, maximum = 1000)]
+    pub limit: u64,
+}
+
+impl ListEvents {
+    /// Parses the body.
+    pub fn parse(body: &Body) -> Result<Self, ApiError> {
+        let limit = body.opt_u64("Limit")?.filter(|&n| n > 0).unwrap_or(DEFAULT_LIST);
         if limit > MAX_LIST {
             return Err(invalid(format!("Limit {limit} is over {MAX_LIST}")));
         }
@@ -132,25 +189,86 @@ impl Call<'_> {
             None | Some("") => None,
             Some(c) => Some(c.parse::<i64>().map_err(|_| invalid("Cursor is not a cursor this server returned"))?),
         };
-        let filter = EventFilter {
+        Ok(ListEvents {
             state,
             from: body.opt_str("From_Account")?.map(str::to_owned),
             command,
             start_ms: body.opt_i64("StartTime")?,
             end_ms: body.opt_i64("EndTime")?,
             before_id,
-            limit: limit as usize,
-        };
-        let rows = self.st.outbox.list_events(self.app.sdkappid, filter).await.map_err(|e| self.internal(e))?;
-        let next = if rows.len() as u64 == limit { rows.last().map(|r| r.event.id.to_string()).unwrap_or_default() } else { String::new() };
-        Ok(EventPage { events: rows.into_iter().map(EventItem::from).collect(), next_cursor: next })
+            limit,
+        })
     }
 
-    /// `list_attempts`: every attempt of one event (by `EventId` or `WebhookId`), oldest first.
-    pub async fn list_attempts(&self, body: &Body) -> Result<AttemptPage, ApiError> {
-        let event = event_ref(body)?;
-        let rows = self.st.outbox.list_attempts(self.app.sdkappid, event).await.map_err(|e| self.internal(e))?;
-        let rows = rows.ok_or_else(|| invalid(format!("{} does not exist", describe(event))))?;
+    pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<EventPage, Failure> {
+        let limit = self.limit;
+        let filter = EventFilter {
+            state: self.state,
+            from: self.from,
+            command: self.command,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            before_id: self.before_id,
+            limit: limit as usize,
+        };
+        let rows = cx.outbox.list_events(cx.app.sdkappid, filter).await?;
+        let next = if rows.len() as u64 == limit { rows.last().map(|r| r.event.id.to_string()).unwrap_or_default() } else { String::new() };
+        Ok(EventPage { events: rows.into_iter().map(event_item).collect(), next_cursor: next })
+    }
+}
+
+fn event_item(r: EventRow) -> EventItem {
+    let e = r.event;
+    EventItem {
+        event_id: e.id,
+        webhook_id: e.webhook_id.to_string(),
+        command: e.command,
+        from: e.from,
+        state: r.state.as_str(),
+        attempts: r.attempts,
+        created: e.created_ms,
+        updated: r.updated_ms,
+        next_attempt: (r.state == EventState::Pending).then_some(e.next_at_ms),
+        last_error: r.last_error.unwrap_or_default(),
+        client_ip: e.client_ip,
+        platform: e.platform,
+        body: RawValue::from_string(e.body).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid")),
+    }
+}
+
+/// The event `list_attempts` and `replay_event` name: `{"EventId": n}` or `{"WebhookId": "evt_…"}`,
+/// exactly one of them.
+#[derive(Debug)]
+pub struct EventSelector {
+    /// The event.
+    pub event: EventRef,
+}
+
+impl EventSelector {
+    /// Parses the body.
+    pub fn parse(body: &Body) -> Result<Self, ApiError> {
+        let event = match (body.opt_i64("EventId")?, body.opt_str("WebhookId")?) {
+            (Some(id), None) => EventRef::Id(id),
+            (None, Some(w)) => WebhookId::parse(w)
+                .map(EventRef::Webhook)
+                .ok_or_else(|| invalid("WebhookId is not a webhook-id this server sends (evt_ and a UUID, or evt_ and a number)"))?,
+            (Some(_), Some(_)) => return Err(invalid("give EventId or WebhookId, not both")),
+            (None, None) => return Err(invalid("EventId or WebhookId is required")),
+        };
+        Ok(EventSelector { event })
+    }
+
+    fn describe(&self) -> String {
+        match self.event {
+            EventRef::Id(id) => format!("event {id}"),
+            EventRef::Webhook(w) => format!("event {w}"),
+        }
+    }
+
+    /// `list_attempts`: every attempt of the event, oldest first.
+    pub(super) async fn list_attempts(self, cx: &Ctx<'_>) -> Result<AttemptPage, Failure> {
+        let rows = cx.outbox.list_attempts(cx.app.sdkappid, self.event).await?;
+        let rows = rows.ok_or_else(|| invalid(format!("{} does not exist", self.describe())))?;
         Ok(AttemptPage {
             attempts: rows
                 .into_iter()
@@ -167,147 +285,114 @@ impl Call<'_> {
         })
     }
 
-    /// `replay_event` (`{"EventId": n}` or `{"WebhookId": "evt_…"}`) and `replay_dead`
-    /// (`{"StartTime": ms, "EndTime": ms}`). A replayed event keeps its `webhook-id`.
-    pub async fn replay(&self, body: &Body, one: bool) -> Result<Replayed, ApiError> {
-        let which = if one {
-            Requeue::One(event_ref(body)?)
-        } else {
-            let start = body.opt_i64("StartTime")?.ok_or_else(|| invalid("StartTime (ms) is required"))?;
-            let end = body.opt_i64("EndTime")?.ok_or_else(|| invalid("EndTime (ms) is required"))?;
-            if end <= start {
-                return Err(invalid("EndTime must be after StartTime"));
-            }
-            Requeue::DeadBetween(start, end)
+    /// `replay_event`: queues a delivered or dead event again; it keeps its `webhook-id`.
+    pub(super) async fn replay(self, cx: &Ctx<'_>) -> Result<Replayed, Failure> {
+        let replayed = requeue(cx, Requeue::One(self.event)).await?;
+        if replayed.replayed == 0 {
+            return Err(invalid("no such event, or it is still pending").into());
+        }
+        Ok(replayed)
+    }
+}
+
+impl utoipa::PartialSchema for EventSelector {
+    fn schema() -> RefOr<Schema> {
+        let by = |key: &str, ty: Type, what: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(key, ObjectBuilder::new().schema_type(ty).description(Some(what)))
+                .required(key)
         };
-        let events = self.st.outbox.requeue(self.app.sdkappid, which).await.map_err(|e| self.internal(e))?;
-        if one && events.is_empty() {
-            return Err(invalid("no such event, or it is still pending"));
-        }
-        let n = events.len();
-        tracing::info!(app = self.app.sdkappid, request_id = self.request_id, events = n, "events replayed");
-        self.st.dispatcher.enqueue(events);
-        Ok(Replayed { replayed: n })
+        OneOfBuilder::new()
+            .description(Some("The event: by EventId or by WebhookId, exactly one of them."))
+            .item(by("EventId", Type::Integer, "The event's number (list_events' EventId)."))
+            .item(by("WebhookId", Type::String, "The event's webhook-id header (evt_…)."))
+            .into()
     }
 }
 
-/// No fields besides the envelope.
-#[derive(Serialize)]
-pub struct Empty {}
-
-/// `{"Response": …}`, as Tencent's get APIs answer.
-#[derive(Serialize)]
-pub struct Wrapped<T: Serialize> {
-    #[serde(rename = "Response")]
-    response: T,
-}
-
-/// get_callback's answer.
-#[derive(Serialize)]
-pub struct CallbackInfo {
-    #[serde(rename = "Url")]
-    url: String,
-    #[serde(rename = "CallbackCommandList")]
-    commands: Vec<String>,
-}
-
-/// get_callback_token's answer.
-#[derive(Serialize)]
-pub struct TokenInfo {
-    #[serde(rename = "Token")]
-    token: String,
-    #[serde(rename = "IsTokenEnable")]
-    enabled: bool,
-}
-
-/// list_events' answer.
-#[derive(Serialize)]
-pub struct EventPage {
-    #[serde(rename = "Events")]
-    events: Vec<EventItem>,
-    #[serde(rename = "NextCursor")]
-    next_cursor: String,
-}
-
-#[derive(Serialize)]
-struct EventItem {
-    #[serde(rename = "EventId")]
-    event_id: i64,
-    #[serde(rename = "WebhookId")]
-    webhook_id: String,
-    #[serde(rename = "CallbackCommand")]
-    command: &'static str,
-    #[serde(rename = "From_Account")]
-    from: String,
-    #[serde(rename = "State")]
-    state: &'static str,
-    #[serde(rename = "Attempts")]
-    attempts: u32,
-    #[serde(rename = "CreatedTime")]
-    created: i64,
-    #[serde(rename = "UpdatedTime")]
-    updated: i64,
-    #[serde(rename = "NextAttemptTime", skip_serializing_if = "Option::is_none")]
-    next_attempt: Option<i64>,
-    #[serde(rename = "LastError")]
-    last_error: String,
-    #[serde(rename = "ClientIP")]
-    client_ip: String,
-    #[serde(rename = "OptPlatform")]
-    platform: &'static str,
-    #[serde(rename = "Body")]
-    body: Box<RawValue>,
-}
-
-impl From<EventRow> for EventItem {
-    fn from(r: EventRow) -> Self {
-        let e = r.event;
-        EventItem {
-            event_id: e.id,
-            webhook_id: e.webhook_id.to_string(),
-            command: e.command.as_str(),
-            from: e.from,
-            state: r.state.as_str(),
-            attempts: r.attempts,
-            created: e.created_ms,
-            updated: r.updated_ms,
-            next_attempt: (r.state == EventState::Pending).then_some(e.next_at_ms),
-            last_error: r.last_error.unwrap_or_default(),
-            client_ip: e.client_ip,
-            platform: e.platform.as_str(),
-            body: RawValue::from_string(e.body).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid")),
-        }
+impl ToSchema for EventSelector {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EventSelector".into()
     }
 }
 
-/// list_attempts' answer.
-#[derive(Serialize)]
-pub struct AttemptPage {
-    #[serde(rename = "Attempts")]
-    attempts: Vec<AttemptItem>,
+/// `replay_dead`: queues again every dead event created in a time range.
+#[derive(Debug, ToSchema)]
+#[schema(as = ReplayDeadRequest)]
+pub struct ReplayDead {
+    /// Created at or after, Unix ms.
+    #[schema(rename = "StartTime")]
+    pub start_ms: i64,
+    /// Created before, Unix ms; after StartTime.
+    #[schema(rename = "EndTime")]
+    pub end_ms: i64,
 }
 
-#[derive(Serialize)]
-struct AttemptItem {
-    #[serde(rename = "Attempt")]
-    attempt: i64,
-    #[serde(rename = "Time")]
-    time: i64,
-    #[serde(rename = "DurationUs")]
-    duration_us: i64,
-    #[serde(rename = "HttpStatus", skip_serializing_if = "Option::is_none")]
-    http_status: Option<u16>,
-    #[serde(rename = "Outcome")]
-    outcome: String,
-    #[serde(rename = "Error")]
-    error: String,
-    #[serde(rename = "Response")]
-    response: String,
+impl ReplayDead {
+    /// Parses the body.
+    pub fn parse(body: &Body) -> Result<Self, ApiError> {
+        let start_ms = body.opt_i64("StartTime")?.ok_or_else(|| invalid("StartTime (ms) is required"))?;
+        let end_ms = body.opt_i64("EndTime")?.ok_or_else(|| invalid("EndTime (ms) is required"))?;
+        if end_ms <= start_ms {
+            return Err(invalid("EndTime must be after StartTime"));
+        }
+        Ok(ReplayDead { start_ms, end_ms })
+    }
+
+    pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<Replayed, Failure> {
+        requeue(cx, Requeue::DeadBetween(self.start_ms, self.end_ms)).await
+    }
 }
 
-/// replay's answer.
-#[derive(Serialize)]
-pub struct Replayed {
-    #[serde(rename = "Replayed")]
-    replayed: usize,
+async fn requeue(cx: &Ctx<'_>, which: Requeue) -> Result<Replayed, Failure> {
+    let events = cx.outbox.requeue(cx.app.sdkappid, which).await?;
+    let n = events.len();
+    if n > 0 {
+        tracing::info!(app = cx.app.sdkappid, request_id = cx.request_id, events = n, "events replayed");
+        cx.dispatcher.enqueue(events);
+    }
+    Ok(Replayed { replayed: n })
+}
+
+const BODY_ERRORS: [(u32, &str); 1] = [(code::CONFIG_INVALID_PARAM, "a field is missing or invalid; ErrorInfo names it")];
+const NO_BODY_ERRORS: [(u32, &str); 0] = [];
+
+/// The document's view of a webhook command.
+pub fn spec(api: Api) -> Spec {
+    use followd_protocol::api::reply as r;
+    match api {
+        Api::SetCallback => Spec::of::<SetCallback, r::Empty>(
+            "Set the webhook URL and the webhooks sent to it; applies to the next write and the next attempt, stored, overriding the config file.",
+            r#"{"Url":"http://127.0.0.1:9000/imcallback","CallbackCommandList":["Follow.CallbackAfterFollowAdd","Follow.CallbackAfterFollowDelete"]}"#,
+            &BODY_ERRORS,
+        ),
+        Api::GetCallback => Spec::of::<GetCallback, r::CallbackResponse>("The webhook settings in force.", "{}", &NO_BODY_ERRORS),
+        Api::SetCallbackToken => Spec::of::<SetCallbackToken, r::Empty>(
+            "Set the token that signs webhooks (Sign = hex SHA-256 of token + RequestTime).",
+            r#"{"Token":"xxxxyyyy","IsTokenEnable":true}"#,
+            &BODY_ERRORS,
+        ),
+        Api::GetCallbackToken => Spec::of::<GetCallbackToken, r::TokenResponse>("The token settings in force.", "{}", &NO_BODY_ERRORS),
+        Api::ListEvents => Spec::of::<ListEvents, r::EventPage>(
+            "The delivery log: events newest first, filtered by state, user, webhook and time; pass NextCursor back as Cursor.",
+            r#"{"State":"dead","Limit":50}"#,
+            &BODY_ERRORS,
+        ),
+        Api::ListAttempts => Spec::of::<EventSelector, r::AttemptPage>(
+            "Every delivery attempt of one event, oldest first.",
+            r#"{"EventId":42}"#,
+            &BODY_ERRORS,
+        ),
+        Api::ReplayEvent => Spec::of::<EventSelector, r::Replayed>(
+            "Send a delivered or dead event again; it keeps its webhook-id, so receivers dedupe it.",
+            r#"{"WebhookId":"evt_019a6f3c-58e2-7b41-9c1d-2f0e6a8b4d71"}"#,
+            &BODY_ERRORS,
+        ),
+        _ => Spec::of::<ReplayDead, r::Replayed>(
+            "Send again every dead event created in [StartTime, EndTime).",
+            r#"{"StartTime":1700000000000,"EndTime":1800000000000}"#,
+            &BODY_ERRORS,
+        ),
+    }
 }

@@ -1,5 +1,5 @@
-//! The client API for end users: `/v1/client/follow/*` with the user's own UserSig, and live
-//! notifications on `/v1/client/events` (a WebSocket).
+//! `/v1/client/events`: live notifications for end users over a WebSocket, with the user's own
+//! UserSig in the URL (the messages are `followd_protocol::api::reply::LiveMessage`).
 //!
 //! A phone that loses its network leaves a half-open connection: nothing tells the server, and the
 //! dead connection would keep one of its user's 16 slots for as long as the kernel keeps the socket
@@ -7,69 +7,30 @@
 //! nothing at all (no pong, no frame) for `live_idle_timeout_ms` is disconnected and unregistered.
 //! A dead client's slot is free at most `live_idle_timeout_ms` after the last frame it sent.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use followd_protocol::{code, OptPlatform, UserId};
+use followd_protocol::api::{ApiError, Family};
+use followd_protocol::{code, UserId};
 use futures_util::{SinkExt as _, StreamExt as _};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::UrlParams;
-use crate::reply::{envelope, ApiError, Family};
-use crate::rest::{serve, Api, Incoming, Surface};
-use crate::{now_secs, AppState};
+use crate::clock::now_secs;
+use crate::live::Liveness;
+use crate::pipeline::auth::{self, UrlParams};
+use crate::pipeline::reply::refuse;
+use crate::state::AppState;
 
 /// How long a notification may take to write before the client counts as too slow.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the server finds out that a WebSocket client is gone.
-#[derive(Debug, Clone, Copy)]
-pub struct Liveness {
-    /// The server pings each client this often.
-    pub ping_every: Duration,
-    /// A client that sends nothing for this long is disconnected.
-    pub idle_timeout: Duration,
-}
-
-/// The platform a client declares in `X-Client-Platform`; anything unknown (or `RESTAPI`) is `Unknown`.
-pub fn platform(headers: &HeaderMap) -> OptPlatform {
-    match headers.get("x-client-platform").and_then(|v| v.to_str().ok()).map(OptPlatform::parse) {
-        Some(OptPlatform::RestApi) | None => OptPlatform::Unknown,
-        Some(p) => p,
-    }
-}
-
 /// A refusal of the WebSocket route: the envelope, with an HTTP status a WebSocket client can act on.
-fn refuse(request_id: &str, status: StatusCode, e: ApiError) -> Response {
-    let mut r = envelope::<()>(Family::Follow, request_id, Err(e));
+fn refuse_with(request_id: &str, status: StatusCode, e: ApiError) -> Response {
+    let mut r = refuse(Family::Follow, request_id, e);
     *r.status_mut() = status;
     r
-}
-
-/// `POST /v1/client/follow/{command}`.
-pub async fn follow(
-    State(st): State<Arc<AppState>>,
-    Path(command): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let request_id = st.next_request_id();
-    let started = std::time::Instant::now();
-    let Some(api) = Api::resolve("follow", &command) else {
-        let e = ApiError::new(code::BAD_URL, format!("unknown client API {command}"));
-        return envelope::<()>(Family::Follow, &request_id, Err(e));
-    };
-    let result = serve(&st, api, Surface::Client, Incoming { peer, method, headers, query, body }, &request_id).await;
-    st.metrics.request(api.client_name(), result.is_ok(), started.elapsed());
-    envelope(Family::Follow, &request_id, result)
 }
 
 /// `GET /v1/client/events`: upgrades to a WebSocket that pushes the caller's notifications.
@@ -79,18 +40,16 @@ pub async fn events(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let request_id = st.next_request_id();
-    let auth = st
-        .apps
-        .authenticate(&UrlParams::parse(query.as_deref()), now_secs())
-        .and_then(|(app, id)| Ok((app, crate::auth::identifier_user(&id)?)));
+    let auth = auth::authenticate(&st.apps, &UrlParams::parse(query.as_deref()), now_secs())
+        .and_then(|(app, id)| Ok((app, auth::identifier_user(&id)?)));
     let (app, me) = match auth {
         Ok(a) => a,
-        Err(e) => return refuse(&request_id, StatusCode::UNAUTHORIZED, e),
+        Err(e) => return refuse_with(&request_id, StatusCode::UNAUTHORIZED, e),
     };
     // A connection counts as a call: a client stuck in a reconnect loop spends its own budget, not
     // the server's (each attempt costs a UserSig check and a registration).
     if let Err(e) = app.check_client_rate(&me, None, now_secs()) {
-        return refuse(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
+        return refuse_with(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
     }
     let ws = match ws {
         Ok(ws) => ws,
@@ -98,7 +57,7 @@ pub async fn events(
     };
     if !st.live.has_room(app.sdkappid, me.as_str()) {
         let e = ApiError::new(code::RATE_LIMITED, format!("{me} already has {} live connections", crate::live::MAX_DEVICES));
-        return refuse(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
+        return refuse_with(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
     }
     let sdkappid = app.sdkappid;
     // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.

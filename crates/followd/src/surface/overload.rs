@@ -18,28 +18,13 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use followd_protocol::api::{Api, ApiError, Family};
 use followd_protocol::code;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Semaphore;
 
 use crate::metrics::Refusal;
-use crate::reply::{envelope, ApiError, Family};
-use crate::rest::Api;
-use crate::AppState;
-
-/// The limits every API request goes through.
-pub struct Guard {
-    permits: Semaphore,
-    deadline: Duration,
-}
-
-impl Guard {
-    /// At most `max_concurrent` requests at once, each answered within `deadline`.
-    pub fn new(max_concurrent: usize, deadline: Duration) -> Self {
-        Guard { permits: Semaphore::new(max_concurrent), deadline }
-    }
-}
+use crate::pipeline::reply::refuse;
+use crate::state::AppState;
 
 /// The error family of an API path, for the codes of a refusal made before the handler runs.
 pub fn family_of(path: &str) -> Family {
@@ -51,35 +36,26 @@ pub fn family_of(path: &str) -> Family {
     }
 }
 
-/// The code of a request that ran out of time.
-pub fn timeout_code(family: Family) -> u32 {
-    match family {
-        Family::Follow => code::FOLLOW_TIMEOUT,
-        Family::Account => code::ACCOUNT_TIMEOUT,
-        Family::Config => code::CONFIG_INTERNAL,
-    }
-}
-
 /// The middleware: a slot or `60007` at once, then the handler within the deadline or the timeout code.
 pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let family = family_of(req.uri().path());
-    let Ok(_permit) = st.guard.permits.try_acquire() else {
+    let Some(_permit) = st.guard.enter() else {
         st.metrics.refused(Refusal::Requests);
         let e = ApiError::new(code::RATE_LIMITED, "server busy: too many requests in progress; retry");
-        return envelope::<()>(family, &st.next_request_id(), Err(e));
+        return refuse(family, &st.next_request_id(), e);
     };
-    match tokio::time::timeout(st.guard.deadline, next.run(req)).await {
+    match tokio::time::timeout(st.guard.deadline(), next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
             st.metrics.refused(Refusal::Timeout);
             let request_id = st.next_request_id();
-            let ms = st.guard.deadline.as_millis();
+            let ms = st.guard.deadline().as_millis();
             tracing::warn!(request_id, timeout_ms = ms as u64, "request timed out");
             let e = ApiError::new(
-                timeout_code(family),
+                family.timeout(),
                 format!("the request did not finish within {ms} ms; a write was not applied unless it was already committing, and retrying is safe (RequestId {request_id})"),
             );
-            envelope::<()>(family, &request_id, Err(e))
+            refuse(family, &request_id, e)
         }
     }
 }
@@ -95,6 +71,6 @@ mod tests {
         assert_eq!(family_of("/v4/im_open_login_svc/account_import"), Family::Account);
         assert_eq!(family_of("/v4/callback_config/set_callback"), Family::Config);
         assert_eq!(family_of("/v4/nope/nope"), Family::Account);
-        assert_eq!(timeout_code(Family::Account), 70169);
+        assert_eq!(Family::Account.timeout(), 70169);
     }
 }

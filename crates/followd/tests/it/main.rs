@@ -4,12 +4,14 @@
 mod api;
 mod binary;
 mod client;
+mod conformance;
 mod crash;
 mod deletion;
 mod errors;
 mod health;
 mod helpers;
 mod isolation;
+mod layers;
 mod limits;
 mod liveness;
 mod model;
