@@ -62,7 +62,16 @@ pub fn json() -> &'static str {
 /// The reference page.
 pub fn html() -> &'static str {
     static HTML: OnceLock<String> = OnceLock::new();
-    HTML.get_or_init(|| html::render(&serde_json::from_str(json()).expect("the document is JSON")))
+    HTML.get_or_init(|| {
+        let doc = document();
+        let mut order = html::Order { paths: doc.paths.paths.keys().cloned().collect(), ..Default::default() };
+        for (name, s) in doc.components.iter().flat_map(|c| &c.schemas) {
+            if let RefOr::T(Schema::Object(o)) = s {
+                order.fields.insert(name.clone(), o.properties.keys().cloned().collect());
+            }
+        }
+        html::render(&serde_json::from_str(json()).expect("the document is JSON"), &order)
+    })
 }
 
 /// The reference page's stylesheet.
@@ -131,8 +140,11 @@ fn codes(spec: &Spec, family: Family, surface: Surface) -> Vec<(u32, &'static st
     v
 }
 
+/// Where an operation's description lists its error codes (the reference page shows them as a table).
+pub const ERROR_CODES_HEADING: &str = "Error codes (`ErrorCode` of a FAIL answer):";
+
 fn describe_codes(codes: &[(u32, &str)]) -> String {
-    let mut s = String::from("Error codes (`ErrorCode` of a FAIL answer):\n");
+    let mut s = format!("{ERROR_CODES_HEADING}\n");
     for (code, meaning) in codes {
         s.push_str(&format!("\n- `{code}`: {meaning}"));
     }
