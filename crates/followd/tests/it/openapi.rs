@@ -83,3 +83,32 @@ async fn the_document_covers_every_route_and_nothing_else() {
     assert_eq!(r.status(), 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_reference_page_shows_every_operation_and_runs_no_script() {
+    let s = spawn().await;
+    let r = s.http.get(format!("http://{}/docs", s.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(!page.to_ascii_lowercase().contains("<script"), "no script");
+    // Nothing is loaded from elsewhere: the only absolute URLs are examples inside the text.
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "a resource from elsewhere");
+    for path in routes() {
+        assert!(page.contains(&format!("<code>{path}</code>")), "{path} is not on the page");
+    }
+    // Every code of every operation is in its table, and every schema has its section.
+    let doc: Value = serde_json::from_str(docs::json()).unwrap();
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(page.contains(&format!("id=\"schema-{name}\"")), "schema {name}");
+    }
+    assert!(page.contains("<td><code>70009</code></td>"));
+    // The stylesheet is the only other thing the page loads, and it is served here.
+    assert!(page.contains("<link rel=\"stylesheet\" href=\"/docs/style.css\">"));
+    let css = s.http.get(format!("http://{}/docs/style.css", s.addr)).send().await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(!css.text().await.unwrap().contains("@import"));
+    s.stop().await;
+}
