@@ -121,8 +121,7 @@ impl AccountDelete {
     }
 
     pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<AccountItems, Failure> {
-        let wcx =
-            WriteContext { app: cx.app.sdkappid, limits: cx.app.limits, subscriptions: cx.app.subscriptions(), origin: cx.origin.clone() };
+        let wcx = WriteContext { app: cx.app.sdkappid, limits: cx.app.limits, subscriptions: cx.app.subscriptions(), origin: cx.origin() };
         let budget = cx.deletions.chunk();
         let users: Vec<UserId> = self.items.into_iter().map(|a| a.user).collect();
         let outcome = cx.write(move |tx| deletion::delete_accounts(tx, &wcx, &users, budget)).await?;

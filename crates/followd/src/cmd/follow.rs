@@ -100,7 +100,7 @@ impl FollowDelete {
 }
 
 fn write_context(cx: &Ctx<'_>) -> WriteContext {
-    WriteContext { app: cx.app.sdkappid, limits: cx.app.limits, subscriptions: cx.app.subscriptions(), origin: cx.origin.clone() }
+    WriteContext { app: cx.app.sdkappid, limits: cx.app.limits, subscriptions: cx.app.subscriptions(), origin: cx.origin() }
 }
 
 fn result_items(items: Vec<write::ItemResult>) -> ResultItems {

@@ -25,9 +25,10 @@ use followd_graph::outbox::Outbox;
 use followd_graph::{GraphError, Origin, ReadView, Store, StoreError, WriteTx};
 use followd_protocol::api::reply::*;
 use followd_protocol::api::{Api, ApiError};
-use followd_protocol::UserId;
+use followd_protocol::{OptPlatform, UserId};
 use followd_webhook::Dispatcher;
 use serde::Serialize;
+use std::net::IpAddr;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
@@ -147,11 +148,18 @@ pub struct Ctx<'a> {
     pub deletions: &'a Deletions,
     /// For the log lines a command writes.
     pub request_id: &'a str,
-    /// `ClientIP` and `OptPlatform` of the webhooks a write owes.
-    pub origin: Origin,
+    /// `ClientIP` of the webhooks a write owes.
+    pub client_ip: IpAddr,
+    /// `OptPlatform` of the webhooks a write owes.
+    pub platform: OptPlatform,
 }
 
 impl Ctx<'_> {
+    /// Where a write's webhooks say it came from (made only by the commands that write).
+    pub fn origin(&self) -> Origin {
+        Origin { client_ip: self.client_ip.to_string(), platform: self.platform }
+    }
+
     /// Runs graph rules in a write transaction. A full write queue refuses at once (`60007`): an API
     /// request must not wait for room.
     pub async fn write<R: Send + 'static>(

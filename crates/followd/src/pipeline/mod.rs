@@ -17,7 +17,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use followd_graph::Origin;
 use followd_protocol::api::{Api, ApiError, Family};
 use followd_protocol::{code, OptPlatform};
 use std::net::SocketAddr;
@@ -115,7 +114,8 @@ async fn run(st: &AppState, api: Api, surface: Surface, req: Incoming, request_i
         dispatcher: &st.dispatcher,
         deletions: &st.deletions,
         request_id,
-        origin: Origin { client_ip: auth::client_ip(req.peer, xff, &st.proxies).to_string(), platform },
+        client_ip: auth::client_ip(req.peer, xff, &st.proxies),
+        platform,
     };
     command.apply(&cx).await.map_err(|f| reply::refusal(f, api.family(), request_id))
 }
