@@ -261,7 +261,7 @@ const BODY_ERRORS: [(u32, &str); 4] = [
 ];
 
 /// The client API's view of a follow command: the same body, but `From_Account` may be omitted (it
-/// must be the caller, [`acting_account`]) and a `follow_get` page is at most 500 entries.
+/// must be the caller) and a `follow_get` page is at most 500 entries.
 pub fn client_spec(api: Api) -> Spec {
     use utoipa::openapi::schema::Schema;
     use utoipa::openapi::RefOr;

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of every route, generated from the code that serves it, and its
-//! rendering for people ([`html`]).
+//! rendering for people ([`mod@html`]).
 //!
 //! Request bodies are the command structs that [`crate::cmd`] parses into; answer bodies are the
 //! structs the server serialises (`followd_protocol::api::reply`), wrapped in the envelope's schemas
