@@ -250,19 +250,35 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Replaces every double-quoted value in a parser message with `"…"` (values may be secrets; the
-/// backquoted key names stay).
+/// Redacts the values a parser message quotes (values may be secrets): every double-quoted string
+/// becomes `"…"` (a backslash inside escapes the next character, as `{:?}` writes a quote in a
+/// value), and a backquoted number or boolean (serde's ``integer `5` ``) becomes `` `…` ``. The
+/// backquoted key names stay.
 fn redact_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
-    let mut inside = false;
-    for c in msg.chars() {
-        if c == '"' {
-            if !inside {
+    let mut chars = msg.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
                 out.push_str("\"…\"");
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
             }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
+            '`' => {
+                let name: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                let scalar = name.parse::<f64>().is_ok() || name == "true" || name == "false";
+                out.push('`');
+                out.push_str(if scalar { "…" } else { &name });
+                out.push('`');
+            }
+            c => out.push(c),
         }
     }
     out
@@ -526,6 +542,23 @@ mod tests {
         let e = Config::from_toml(text, Path::new(".")).unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("line 5"), "{e}");
+    }
+
+    /// Found while fuzzing the config file: a quote escaped inside a value ended the redaction
+    /// early and the rest of the value was shown; a key written without quotes was shown as a number.
+    #[test]
+    fn parse_errors_do_not_show_values_with_quotes_or_unquoted_keys() {
+        let app = "[[apps]]\nsdkappid = 1\nadmins = [\"a\"]\n";
+        let quoted = format!("{app}secret_key = \"k\"\nmax_following = \"hunter2\\\"hunter2hunter2\"\n");
+        let e = format!("{:#}", Config::from_toml(&quoted, Path::new(".")).unwrap_err());
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        let unquoted = format!("{app}secret_key = 5123456789012345\n");
+        let e = format!("{:#}", Config::from_toml(&unquoted, Path::new(".")).unwrap_err());
+        assert!(!e.contains("5123456789012345"), "{e}");
+        let unknown = format!("{app}secret_key = \"k\"\nmax_folowing = 5\n");
+        let e = format!("{:#}", Config::from_toml(&unknown, Path::new(".")).unwrap_err());
+        assert!(e.contains("`max_folowing`") && e.contains("`max_following`"), "key names stay: {e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use followd_receiver::{answer, Verifier};
+use followd_receiver::{answer, Verifier, Webhook};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::future::Future;
@@ -63,22 +63,13 @@ async fn receive(State(l): State<Arc<Listener>>, RawQuery(query): RawQuery, head
             return json(StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED), r.answer());
         }
     };
-    // The verifier parsed the body, so it is JSON.
-    let raw: Box<RawValue> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
+    let line = match line(&hook, &body) {
+        Ok(line) => line,
         Err(e) => return json(StatusCode::BAD_REQUEST, answer::fail(1, &e.to_string())),
-    };
-    let line = Line {
-        sdkappid: hook.sdkappid,
-        command: &hook.command,
-        platform: hook.opt_platform.as_deref(),
-        client_ip: hook.client_ip.as_deref(),
-        webhook_id: hook.webhook_id.as_deref(),
-        body: &raw,
     };
     {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &line);
+        let _ = out.write_all(line.as_bytes());
         let _ = out.write_all(b"\n");
         let _ = out.flush();
     }
@@ -86,6 +77,27 @@ async fn receive(State(l): State<Arc<Listener>>, RawQuery(query): RawQuery, head
         None => json(StatusCode::OK, answer::OK.to_owned()),
         Some(url) => forward(&l.http, url, &query, &headers, body).await,
     }
+}
+
+/// The JSON line printed for a verified webhook, its body kept byte for byte but for line breaks.
+/// The pure step of [`run`]'s handler, public so the fuzz target `listen` runs exactly what the
+/// handler runs.
+pub fn line(hook: &Webhook, body: &[u8]) -> serde_json::Result<String> {
+    // The verifier parsed the body, so it is JSON.
+    let mut raw: Box<RawValue> = serde_json::from_slice(body)?;
+    // One line per webhook even for a pretty-printed body: JSON allows a line break only as
+    // whitespace between tokens (inside a string it must be escaped), so a space keeps the value.
+    if raw.get().contains(['\n', '\r']) {
+        raw = RawValue::from_string(raw.get().replace(['\n', '\r'], " "))?;
+    }
+    serde_json::to_string(&Line {
+        sdkappid: hook.sdkappid,
+        command: &hook.command,
+        platform: hook.opt_platform.as_deref(),
+        client_ip: hook.client_ip.as_deref(),
+        webhook_id: hook.webhook_id.as_deref(),
+        body: &raw,
+    })
 }
 
 /// Passes a webhook on unchanged (query, body, content and signature headers) and relays the answer.
@@ -112,4 +124,21 @@ async fn forward(http: &reqwest::Client, url: &str, query: &str, headers: &Heade
 
 fn json(status: StatusCode, body: String) -> Response {
     (status, [("content-type", "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `listen` fuzz target: a pretty-printed body made the "one line" span several.
+    #[test]
+    fn a_multi_line_body_prints_on_one_line() {
+        let body = b"{\n  \"CallbackCommand\": \"Follow.CallbackAfterFollowDelete\",\r\n  \"From_Account\": \"a\\nb\",\n  \"To_Account\": [\"c\"],\n  \"EventTime\": 1\n}";
+        let hook = Verifier::new(7).verify("SdkAppid=7", &axum::http::HeaderMap::new(), body).unwrap();
+        let line = line(&hook, body).unwrap();
+        assert!(!line.contains(['\n', '\r']), "{line}");
+        let printed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(printed["Body"], serde_json::from_slice::<serde_json::Value>(body).unwrap());
+        assert_eq!(printed["Body"]["From_Account"], "a\nb", "an escaped line break in a string stays");
+    }
 }
