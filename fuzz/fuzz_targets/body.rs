@@ -7,8 +7,8 @@
 #![no_main]
 
 use followd::body::Body;
-use followd::reply::ApiError;
 use followd_fuzz::CommandRequest;
+use followd_protocol::api::ApiError;
 use followd_protocol::code;
 use libfuzzer_sys::fuzz_target;
 
@@ -29,9 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     assert!(is_object, "Body::parse accepted something that is not a JSON object");
-    // With the request pipeline's `Command::parse`, this line becomes
-    // `followd::…::Command::parse(req.api, &req.caller, &body)`.
-    if let Err(e) = followd_fuzz::parse_command(req.api, &req.caller, &body) {
+    if let Err(e) = followd::cmd::Command::parse(req.api, &req.caller, &body) {
         check_refusal(&e);
     }
 });

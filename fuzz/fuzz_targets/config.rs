@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(c.data_dir.is_absolute(), "a relative data_dir is resolved against the config's directory");
     c.listen_addr().expect("validated");
     c.proxies().expect("validated");
-    let apps = followd::auth::Apps::new(&c.apps);
+    let apps = followd::apps::Apps::new(&c.apps);
     for a in &c.apps {
         assert!(apps.get(a.sdkappid).is_some());
         let _ = WebhookConfig::endpoint(a.webhook.as_ref(), &Default::default());

@@ -11,9 +11,10 @@
 //! `ClientIP` is the proxy's address or the header's first entry.
 #![no_main]
 
-use followd::auth::{client_ip, identifier_user, Apps, UrlParams};
-use followd::reply::{ApiError, Family};
+use followd::apps::Apps;
+use followd::pipeline::auth::{client_ip, identifier_user, UrlParams};
 use followd_fuzz::{app_config, fill_usersig, KEY, URL_NOW};
+use followd_protocol::api::{ApiError, Family};
 use followd_protocol::usersig;
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
@@ -24,11 +25,11 @@ static WARM: LazyLock<Apps> = LazyLock::new(|| Apps::new(&CONFIG.apps));
 type Outcome = Result<(u64, String), ApiError>;
 
 fn authenticate(apps: &Apps, p: &UrlParams, now: u64) -> Outcome {
-    apps.authenticate(p, now).map(|(app, id)| (app.sdkappid, id))
+    followd::pipeline::auth::authenticate(apps, p, now).map(|(app, id)| (app.sdkappid, id))
 }
 
 fn admin(apps: &Apps, p: &UrlParams, now: u64) -> Result<u64, ApiError> {
-    apps.authenticate_admin(p, Family::Follow, now).map(|app| app.sdkappid)
+    followd::pipeline::auth::authenticate_admin(apps, p, Family::Follow, now).map(|app| app.sdkappid)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -13,10 +13,9 @@
 pub mod config;
 pub mod usersig;
 
-use followd::body::Body;
-use followd::reply::ApiError;
-use followd::rest::{self, Api, Caller};
-use followd_protocol::{sign, CallbackCommand, UserId};
+use followd::cmd::Caller;
+use followd_protocol::api::Api;
+use followd_protocol::{sign, UserId};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The SDKAppID of shared/spec/vectors.json, the app every target configures.
@@ -157,100 +156,4 @@ impl<'a> CommandRequest<'a> {
         };
         CommandRequest { api, caller, body }
     }
-}
-
-/// Every command's body fields, parsed as the request path parses them, without the store.
-///
-/// Today `rest::Call::dispatch` and `admin.rs` parse each field right before they use it, inside
-/// methods that need the store, so this follows their reads field by field with the same `Body`
-/// accessors, limits and `rest::parse_follow_get`. When the request pipeline has a store-free
-/// `Command::parse(api, caller, &Body)`, the `body` target calls that instead (one line).
-pub fn parse_command(api: Api, caller: &Caller, body: &Body) -> Result<(), ApiError> {
-    let acting = || match caller {
-        Caller::Admin => body.user("From_Account").map(|_| ()),
-        Caller::User(me) => match body.opt_user("From_Account")? {
-            Some(u) if &u != me => Err(ApiError::new(followd_protocol::code::FOLLOW_NOT_ADMIN, "acts for another user")),
-            _ => Ok(()),
-        },
-    };
-    match api {
-        Api::FollowAdd => {
-            acting()?;
-            body.object_users("FollowItem", "To_Account", rest::MAX_WRITE_TARGETS)?;
-        }
-        Api::FollowDelete | Api::FollowGetInfo => {
-            acting()?;
-            body.users("To_Account", rest::MAX_WRITE_TARGETS)?;
-        }
-        Api::FollowCheck => {
-            acting()?;
-            body.users("To_Account", rest::MAX_CHECK_TARGETS)?;
-        }
-        Api::FollowGet => {
-            acting()?;
-            let max = if matches!(caller, Caller::Admin) { rest::MAX_WANT_NUM } else { rest::MAX_CLIENT_WANT_NUM };
-            let (_, _, want) = rest::parse_follow_get(body, max)?;
-            assert!((1..=max as usize).contains(&want), "WantNum {want} outside 1..={max}");
-        }
-        Api::AccountImport => {
-            body.user("UserID")?;
-            body.opt_str("Nick")?;
-            body.opt_str("FaceUrl")?;
-        }
-        Api::MultiaccountImport => {
-            for v in body.array("Accounts", rest::MAX_ACCOUNTS)? {
-                if let Some(s) = v.as_str() {
-                    let _ = UserId::parse(s);
-                }
-            }
-        }
-        Api::AccountDelete => {
-            body.object_users("DeleteItem", "UserID", rest::MAX_ACCOUNTS)?;
-        }
-        Api::AccountCheck => {
-            body.object_users("CheckItem", "UserID", rest::MAX_ACCOUNTS)?;
-        }
-        Api::SetCallback => {
-            body.opt_str("Url")?;
-            for c in body.opt_array("CallbackCommandList")?.into_iter().flatten() {
-                let _ = c.as_str().and_then(CallbackCommand::parse);
-            }
-        }
-        Api::SetCallbackToken => {
-            body.opt_str("Token")?;
-            body.opt_bool("IsTokenEnable")?;
-        }
-        Api::GetCallback | Api::GetCallbackToken => {}
-        Api::ListEvents => {
-            body.opt_u64("Limit")?;
-            if let Some(s) = body.opt_str("State")? {
-                let _ = followd_graph::outbox::EventState::parse(s);
-            }
-            if let Some(c) = body.opt_str("CallbackCommand")? {
-                let _ = CallbackCommand::parse(c);
-            }
-            // The admin list's cursor is the last EventId as decimal text.
-            if let Some(c) = body.opt_str("Cursor")? {
-                if let Ok(id) = c.parse::<i64>() {
-                    assert_eq!(id.to_string().parse::<i64>(), Ok(id));
-                }
-            }
-            body.opt_str("From_Account")?;
-            body.opt_i64("StartTime")?;
-            body.opt_i64("EndTime")?;
-        }
-        Api::ListAttempts | Api::ReplayEvent => {
-            body.opt_i64("EventId")?;
-            if let Some(w) = body.opt_str("WebhookId")? {
-                if let Some(id) = followd_graph::outbox::WebhookId::parse(w) {
-                    assert_eq!(followd_graph::outbox::WebhookId::parse(&id.to_string()), Some(id));
-                }
-            }
-        }
-        Api::ReplayDead => {
-            body.opt_i64("StartTime")?;
-            body.opt_i64("EndTime")?;
-        }
-    }
-    Ok(())
 }
