@@ -5,7 +5,7 @@ use followd_graph::outbox::{EventFilter, EventRef, EventRow, EventState, Requeue
 use followd_protocol::api::reply::{
     AttemptItem, AttemptPage, CallbackInfo, CallbackResponse, Empty, EventItem, EventPage, Replayed, TokenInfo, TokenResponse,
 };
-use followd_protocol::api::{Api, ApiError};
+use followd_protocol::api::{quoted, Api, ApiError};
 use followd_protocol::{code, CallbackCommand};
 use serde_json::value::RawValue;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -51,7 +51,7 @@ impl SetCallback {
         if !url.is_empty() {
             let ok = (url.starts_with("http://") || url.starts_with("https://")) && url::Url::parse(&url).is_ok_and(|u| u.host().is_some());
             if !ok {
-                return Err(invalid(format!("Url {url:?} is not an http:// or https:// URL")));
+                return Err(invalid(format!("Url {} is not an http:// or https:// URL", quoted(&url))));
             }
         }
         let commands = match body.opt_array("CallbackCommandList")? {
@@ -60,7 +60,10 @@ impl SetCallback {
                 list.iter()
                     .map(|c| match c.as_str().and_then(CallbackCommand::parse) {
                         Some(c) => Ok(c.as_str().to_owned()),
-                        None => Err(invalid(format!("CallbackCommandList: {c} is not a Follow webhook command"))),
+                        None => Err(invalid(format!(
+                            "CallbackCommandList: {} is not a Follow webhook command",
+                            c.as_str().map_or_else(|| c.to_string().chars().take(64).collect(), quoted)
+                        ))),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
@@ -177,13 +180,14 @@ impl ListEvents {
         }
         let state = match body.opt_str("State")? {
             None => None,
-            Some(s) => Some(EventState::parse(s).ok_or_else(|| invalid(format!("State {s:?} is not pending, delivered or dead")))?),
+            Some(s) => Some(EventState::parse(s).ok_or_else(|| invalid(format!("State {} is not pending, delivered or dead", quoted(s))))?),
         };
         let command = match body.opt_str("CallbackCommand")? {
             None => None,
-            Some(c) => {
-                Some(CallbackCommand::parse(c).ok_or_else(|| invalid(format!("CallbackCommand {c:?} is not a Follow webhook command")))?)
-            }
+            Some(c) => Some(
+                CallbackCommand::parse(c)
+                    .ok_or_else(|| invalid(format!("CallbackCommand {} is not a Follow webhook command", quoted(c))))?,
+            ),
         };
         let before_id = match body.opt_str("Cursor")? {
             None | Some("") => None,

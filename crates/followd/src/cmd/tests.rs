@@ -100,3 +100,21 @@ fn a_user_acts_only_for_itself() {
     assert_eq!(e.code, followd_protocol::code::FOLLOW_NOT_ADMIN);
     assert!(Command::parse(Api::FollowCheck, &Caller::Admin, &body).is_ok());
 }
+
+/// Found by the `body` fuzz target: a refusal quoted a 900-byte Url whole.
+#[test]
+fn refusals_do_not_echo_long_values() {
+    let long = format!("http://128.et_cp0{}", "\u{7f}".repeat(900));
+    let cases = [
+        (Api::SetCallback, json!({ "Url": long })),
+        (Api::SetCallback, json!({ "Url": "", "CallbackCommandList": ["y".repeat(900)] })),
+        (Api::SetCallback, json!({ "Url": "", "CallbackCommandList": [{ "k": "z".repeat(900) }] })),
+        (Api::ListEvents, json!({ "State": "s".repeat(900) })),
+        (Api::ListEvents, json!({ "CallbackCommand": "c".repeat(900) })),
+    ];
+    for (api, v) in cases {
+        let body = Body::parse(v.to_string().as_bytes(), api.family()).unwrap();
+        let e = Command::parse(api, &Caller::Admin, &body).err().expect("refused");
+        assert!(e.info.len() <= followd_protocol::api::MAX_ERROR_INFO, "{}: {} bytes: {}", api.name(), e.info.len(), e.info);
+    }
+}

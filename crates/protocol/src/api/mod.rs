@@ -214,10 +214,32 @@ pub struct ApiError {
     pub info: String,
 }
 
+/// The longest `ErrorInfo`, in bytes: a message that quotes a long value from the request is cut
+/// here (on a character boundary, ending in `…`), so a refusal never echoes a large input back.
+pub const MAX_ERROR_INFO: usize = 512;
+
 impl ApiError {
-    /// A refusal with a code and message.
+    /// A refusal with a code and message; a message over [`MAX_ERROR_INFO`] bytes is cut short.
     pub fn new(code: u32, info: impl Into<String>) -> Self {
-        ApiError { code, info: info.into() }
+        let mut info = info.into();
+        if info.len() > MAX_ERROR_INFO {
+            let mut end = MAX_ERROR_INFO - '…'.len_utf8();
+            while !info.is_char_boundary(end) {
+                end -= 1;
+            }
+            info.truncate(end);
+            info.push('…');
+        }
+        ApiError { code, info }
+    }
+}
+
+/// A value from the request, quoted for an error message: at most 64 characters of it, then `…`.
+pub fn quoted(value: &str) -> String {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}…", &value[..end]),
     }
 }
 
@@ -294,5 +316,15 @@ mod tests {
         let fail: Result<reply::Replayed, ApiError> = Err(ApiError::new(30001, "no"));
         let text = serde_json::to_string(&Envelope::new(Family::Follow, "r2", &fail)).unwrap();
         assert_eq!(text, r#"{"ActionStatus":"FAIL","ErrorCode":30001,"ErrorInfo":"no","ErrorDisplay":"","RequestId":"r2"}"#);
+    }
+
+    #[test]
+    fn long_messages_and_quoted_values_are_cut_short() {
+        let e = ApiError::new(1, "é".repeat(400));
+        assert!(e.info.len() <= MAX_ERROR_INFO && e.info.ends_with('…'), "{} bytes", e.info.len());
+        assert_eq!(ApiError::new(1, "short").info, "short");
+        assert_eq!(quoted("abc"), "\"abc\"");
+        let long = quoted(&"x".repeat(1000));
+        assert_eq!(long, format!("\"{}\"…", "x".repeat(64)));
     }
 }
