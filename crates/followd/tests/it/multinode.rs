@@ -84,3 +84,101 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         Arc::into_inner(n).unwrap().stop().await;
     }
 }
+
+/// A TCP proxy to the test's PostgreSQL server that the test can cut (every open connection closed,
+/// new ones refused by closing them at once) and restore, so a lost database is tested without
+/// touching the machine's server.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let (upstream, mut cut_rx) = (upstream.clone(), cut_rx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.wait_for(|&c| c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// `host:port` of a `postgres://` URL, and the URL with it replaced by `to`.
+fn through(url: &str, to: std::net::SocketAddr) -> (String, String) {
+    let rest = &url[url.find("://").unwrap() + 3..];
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap().to_owned();
+    let host = if host.contains(':') { host } else { format!("{host}:5432") };
+    let authority_end = url.find("://").unwrap() + 3 + url[url.find("://").unwrap() + 3..].find(['/', '?']).unwrap_or(url.len());
+    let start = url[..authority_end].rfind('@').map_or(url.find("://").unwrap() + 3, |i| i + 1);
+    (host, format!("{}{to}{}", &url[..start], &url[authority_end..]))
+}
+
+/// The database goes away under a running server: writes and reads are answered at once with an
+/// internal error in Tencent's envelope, nothing half-done is applied, and once the database is
+/// back the same server (no restart) serves again with every acknowledged write in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_answered_in_the_envelope_and_recovered_without_restart() {
+    let Some(url) = crate::pg::url("a_lost_database_is_answered_in_the_envelope_and_recovered_without_restart") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let (upstream, _) = through(&db.url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let (_, proxied) = through(&db.url, proxy.addr);
+    let s = spawn_with_top(&format!("database_url = \"{proxied}\""), "", "").await;
+    s.import(&["a", "b", "c", "d"]).await;
+    assert_ok(&s.follow("a", &["b"]).await);
+
+    proxy.set_cut(true);
+    for _ in 0..3 {
+        let r = s.follow("a", &["c"]).await;
+        assert_fail(&r, followd_protocol::code::FOLLOW_INTERNAL as u64);
+        assert!(r["ErrorInfo"].as_str().unwrap().contains("internal server error"), "{r}");
+        let r = s.call("follow/follow_get_info", json!({"From_Account": "a", "To_Account": ["a"]})).await;
+        assert_eq!(r["ActionStatus"], "FAIL", "{r}");
+    }
+
+    proxy.set_cut(false);
+    // The writer and the readers reconnect on their next use: the first write after the cut may
+    // still meet a connection that was cut, the next ones find a new one.
+    let mut ok = false;
+    for _ in 0..20 {
+        if s.follow("a", &["d"]).await["ActionStatus"] == "OK" {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the server did not recover once the database was back");
+    assert_eq!(s.list("a", 2, 10).await, vec!["d".to_owned(), "b".to_owned()], "the refused follow of c left nothing behind");
+    assert_eq!(s.counts("a").await, (0, 2, 0));
+    assert_eq!(s.counts("c").await, (0, 0, 0));
+    s.stop().await;
+}
+
+#[test]
+fn urls_are_rewritten_through_the_proxy() {
+    let to: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        through("postgres://postgres@127.0.0.1:5432/x", to),
+        ("127.0.0.1:5432".to_owned(), "postgres://postgres@127.0.0.1:9/x".to_owned())
+    );
+    assert_eq!(through("postgres://u:p@h/x?a=b", to), ("h:5432".to_owned(), "postgres://u:p@127.0.0.1:9/x?a=b".to_owned()));
+}

@@ -150,3 +150,45 @@ async fn three_nodes_keep_counts_exact_and_limits_race_free() {
         tokio::task::spawn_blocking(move || n.close()).await.unwrap();
     }
 }
+
+/// A node's pending webhooks belong to it: another node's dispatcher does not load them while the
+/// node lives, and adopts them, once, when its lease is gone (here: a node that stopped, which gives
+/// its lease up at once; a killed node's lease runs out after `LEASE_MS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
+    use followd_graph::outbox::Outbox;
+    let Some(url) = crate::pg::url("a_dead_nodes_pending_webhooks_are_adopted_once") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let a = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let b = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let c = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..4).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    for i in 1..4 {
+        let t = vec![user(i)];
+        followd_graph::write(&*a, move |tx| write::follow_add(tx, &cx(None), &user(0), &t)).await.unwrap();
+    }
+    let on_a = a.load_pending(APP, 0, 100).await.unwrap();
+    assert_eq!(on_a.len(), 3);
+    assert!(b.load_pending(APP, 0, 100).await.unwrap().is_empty(), "another live node's events are not loaded");
+    assert!(b.adopt_orphans(100).await.unwrap().is_empty(), "a live node's events are not adopted");
+    assert_eq!(b.pending_apps().await.unwrap(), Vec::<u64>::new());
+
+    tokio::task::spawn_blocking({
+        let a = a.clone();
+        move || a.close()
+    })
+    .await
+    .unwrap();
+    let (by_b, by_c) = tokio::join!(b.adopt_orphans(100), c.adopt_orphans(100));
+    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+    let mut adopted: Vec<i64> = by_b.iter().chain(&by_c).map(|e| e.id).collect();
+    adopted.sort();
+    assert_eq!(adopted, on_a.iter().map(|e| e.id).collect::<Vec<_>>(), "each event adopted by exactly one node");
+    let owner = if by_b.is_empty() { &c } else { &b };
+    assert_eq!(owner.load_pending(APP, 0, 100).await.unwrap().len(), by_b.len() + by_c.len());
+    assert_eq!(owner.pending_apps().await.unwrap(), vec![APP]);
+    for s in [b, c] {
+        tokio::task::spawn_blocking(move || s.close()).await.unwrap();
+    }
+}

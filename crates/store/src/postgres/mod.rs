@@ -53,6 +53,8 @@ const MAX_READERS: usize = 16;
 /// How long a node's claim on its webhook events outlives its last heartbeat: past it, another node
 /// adopts them.
 pub const LEASE_MS: i64 = 10_000;
+/// How long a new connection may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a node renews its lease.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -77,7 +79,13 @@ pub struct Conn {
 
 impl Conn {
     fn connect(url: &str) -> StoreResult<Self> {
-        let client = Client::connect(url, NoTls).map_err(db)?;
+        let mut config: postgres::Config = url.parse().map_err(db)?;
+        // A database host that does not answer at all fails the write or read in bounded time
+        // (the request's own deadline answers first) instead of holding the writer forever.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let client = config.connect(NoTls).map_err(db)?;
         Ok(Conn { client, statements: HashMap::new() })
     }
 
@@ -313,7 +321,8 @@ fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Send
             }
             // A node that stops cleanly gives its lease up at once: its pending events are adopted
             // by the next node that looks.
-            if let Some(c) = conn.as_mut() {
+            let conn = conn.filter(|c| !c.client.is_closed()).or_else(|| Conn::connect(&url).ok());
+            if let Some(mut c) = conn {
                 let _ = c.execute("DELETE FROM nodes WHERE id = $1", &[&node]);
             }
         })
