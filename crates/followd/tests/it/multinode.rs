@@ -182,3 +182,51 @@ fn urls_are_rewritten_through_the_proxy() {
     );
     assert_eq!(through("postgres://u:p@h/x?a=b", to), ("h:5432".to_owned(), "postgres://u:p@127.0.0.1:9/x?a=b".to_owned()));
 }
+
+/// The next text frame of a WebSocket, as JSON.
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> serde_json::Value {
+    use futures_util::StreamExt as _;
+    loop {
+        let m =
+            tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.expect("a notification in time").unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// A WebSocket client on node B hears a change committed on node A, and a webhook setting changed
+/// through node A's admin API is what node B sends with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_notifications_and_webhook_settings_cross_nodes() {
+    let Some(url) = crate::pg::url("live_notifications_and_webhook_settings_cross_nodes") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let (first, second) = (Receiver::start().await, Receiver::start().await);
+    let top = format!("database_url = \"{}\"", db.url);
+    let a = spawn_with_top(&top, &hook(&first.url("/one"), ""), "").await;
+    let b = spawn_with_top(&top, &hook(&first.url("/one"), ""), "").await;
+    a.import(&["alice", "bob"]).await;
+    let mut bob_on_b = b.connect("bob").await;
+    assert_ok(&a.follow("alice", &["bob"]).await);
+    assert_eq!(next_text(&mut bob_on_b).await, json!({"Event": "FollowersListChanged", "IsAdd": true, "Users": [{"UserID": "alice"}]}));
+
+    assert_ok(&a.call("callback_config/set_callback", json!({"Url": second.url("/two")})).await);
+    // Node B applies the stored setting within a second; a write on B after that goes to /two.
+    let mut moved = false;
+    for _ in 0..40 {
+        if b.call("callback_config/get_callback", json!({})).await["Response"]["Url"] == second.url("/two") {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(moved, "node B never applied the setting changed on node A");
+    assert_ok(&b.unfollow("alice", &["bob"]).await);
+    let got = second.wait_for(1, 10).await;
+    assert_eq!(got[0].path, "/two");
+    assert_eq!(got[0].json()["CallbackCommand"], "Follow.CallbackAfterFollowDelete");
+    a.stop().await;
+    b.stop().await;
+}

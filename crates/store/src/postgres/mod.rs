@@ -124,6 +124,7 @@ pub struct PgStore {
     /// This node's id for this run: it owns the webhook events it writes.
     node: i64,
     heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
     refused: std::sync::atomic::AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -158,9 +159,11 @@ impl PgStore {
             .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node }.run(rx))
             .map_err(StoreError::database)?;
         let heartbeat = start_heartbeat(url.to_owned(), node)?;
+        let listener = start_listener(url.to_owned(), node, hooks.clone())?;
         Ok(PgStore {
             node,
             heartbeat: Mutex::new(Some(heartbeat)),
+            listener: Mutex::new(Some(listener)),
             jobs: Mutex::new(Some(tx)),
             refused: 0.into(),
             writer: Mutex::new(Some(writer)),
@@ -197,9 +200,11 @@ impl PgStore {
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }
-        if let Some((stop, t)) = self.heartbeat.lock().take() {
-            drop(stop);
-            let _ = t.join();
+        for thread in [&self.heartbeat, &self.listener] {
+            if let Some((stop, t)) = thread.lock().take() {
+                drop(stop);
+                let _ = t.join();
+            }
         }
         // Closing a connection runs its runtime: off any async task.
         let idle = std::mem::take(&mut *self.readers.idle.lock());
@@ -265,6 +270,115 @@ impl PgStore {
             mpsc::error::TrySendError::Closed(_) => writer_gone(),
         })
     }
+}
+
+/// The channel on which nodes tell each other about committed edge changes.
+const CHANGES_CHANNEL: &str = "followd_changes";
+/// The largest payload put in one notification (PostgreSQL's limit is 8000 bytes).
+const MAX_PAYLOAD: usize = 7_000;
+
+/// Encodes edge changes as notification payloads: the sending node on the first line, then one line
+/// per change, `app TAB from TAB to TAB added TAB mutual` (UserIDs are printable ASCII, so neither a
+/// tab nor a newline can occur in them).
+pub fn encode_changes(node: i64, changes: &[(AppId, EdgeChange)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = format!("{node}");
+    for (app, c) in changes {
+        let line = format!("\n{app}\t{}\t{}\t{}\t{}", c.from.as_str(), c.to.as_str(), u8::from(c.added), u8::from(c.mutual));
+        if cur.len() + line.len() > MAX_PAYLOAD {
+            out.push(std::mem::replace(&mut cur, format!("{node}")));
+        }
+        cur.push_str(&line);
+    }
+    out.push(cur);
+    out
+}
+
+/// Decodes a payload of [`encode_changes`]: the sending node and its changes (`None` if malformed).
+pub fn decode_changes(payload: &str) -> Option<(i64, Vec<(AppId, EdgeChange)>)> {
+    let mut lines = payload.split('\n');
+    let node = lines.next()?.parse().ok()?;
+    let mut changes = Vec::new();
+    for line in lines {
+        let mut f = line.split('\t');
+        let app = f.next()?.parse().ok()?;
+        let from = UserId::parse(f.next()?).ok()?;
+        let to = UserId::parse(f.next()?).ok()?;
+        let added = f.next()? == "1";
+        let mutual = f.next()? == "1";
+        if f.next().is_some() {
+            return None;
+        }
+        changes.push((app, EdgeChange { from, to, added, mutual }));
+    }
+    Some((node, changes))
+}
+
+/// Hears the other nodes' edge changes (`LISTEN`) and passes them to this node's live clients, on a
+/// connection of its own that it opens again whenever it is lost.
+fn start_listener(url: String, node: i64, hooks: CommitHooks) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("followd-pg-listen".into())
+        .spawn(move || {
+            let mut conn: Option<Conn> = None;
+            loop {
+                match stopped.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    _ => return,
+                }
+                if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                    conn = match Conn::connect(&url).and_then(|mut c| {
+                        c.client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(db)?;
+                        Ok(c)
+                    }) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
+                            let _ = stopped.recv_timeout(std::time::Duration::from_secs(1));
+                            continue;
+                        }
+                    };
+                }
+                let c = conn.as_mut().expect("connected above");
+                let mut heard = Vec::new();
+                let mut failed = false;
+                {
+                    let mut notifications = c.client.notifications();
+                    let mut iter = notifications.timeout_iter(std::time::Duration::from_millis(250));
+                    loop {
+                        match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
+                            Ok(Some(n)) => heard.push(n),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "lost the connection that listens for other nodes' changes");
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if heard.len() >= 256 {
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    conn = None;
+                }
+                let listening = hooks.changes.receiver_count() > 0 && hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                for n in heard {
+                    match decode_changes(n.payload()) {
+                        Some((from, _)) if from == node => {}
+                        Some((_, changes)) if listening && !changes.is_empty() => {
+                            let _ = hooks.changes.send(Arc::new(changes));
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!(channel = n.channel(), "a malformed change notification was ignored"),
+                    }
+                }
+            }
+        })
+        .map_err(StoreError::database)?;
+    Ok((stop, t))
 }
 
 /// Renews this node's lease.
@@ -496,7 +610,8 @@ impl Writer {
             failed: None,
             retry: false,
             events: Vec::new(),
-            collect_changes: listening,
+            // Always: clients of other nodes may be listening.
+            collect_changes: true,
             changes: Vec::new(),
         };
         if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
@@ -504,10 +619,13 @@ impl Writer {
             return (Vec::new(), Err((db(e), retry)));
         }
         let done: Vec<Completion> = batch.iter_mut().map(|j| j(&mut tx)).collect();
-        let outcome = tx.finish().and_then(|()| tx.guard(|c| c.client.batch_execute("COMMIT")));
+        let outcome = tx.finish().and_then(|()| tx.notify_changes()).and_then(|()| tx.guard(|c| c.client.batch_execute("COMMIT")));
         match outcome {
             Ok(()) => {
-                let (events, changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
+                let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
+                if !listening {
+                    changes.clear();
+                }
                 (done, Ok((events, changes)))
             }
             Err(e) => {
@@ -575,6 +693,21 @@ impl PgWriteTx<'_> {
                         &[&uid, &d.followers, &d.following, &d.mutual],
                     )?;
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// Tells the other nodes about this transaction's edge changes: `NOTIFY` is delivered on commit
+    /// only, in commit order, to every node listening (this one skips its own).
+    fn notify_changes(&mut self) -> StoreResult<()> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let payloads = encode_changes(self.node, &self.changes);
+        self.guard(|c| {
+            for p in &payloads {
+                c.execute("SELECT pg_notify('followd_changes', $1)", &[p])?;
             }
             Ok(())
         })
@@ -954,5 +1087,35 @@ impl ReadView for PgReadView<'_> {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_notifications_split_under_the_payload_limit_and_decode_back() {
+        let long = "x".repeat(28);
+        let changes: Vec<(AppId, EdgeChange)> = (0..400)
+            .map(|i| {
+                let from = UserId::parse(&format!("{long}{i}")).unwrap();
+                let to = UserId::parse(&format!("to {i}\\")).unwrap();
+                (1_400_000_000 + (i % 3) as AppId, EdgeChange { from, to, added: i % 2 == 0, mutual: i % 5 == 0 })
+            })
+            .collect();
+        let payloads = encode_changes(-7, &changes);
+        assert!(payloads.len() > 1, "{} bytes in one payload", payloads[0].len());
+        let mut back = Vec::new();
+        for p in &payloads {
+            assert!(p.len() <= MAX_PAYLOAD);
+            let (node, c) = decode_changes(p).unwrap();
+            assert_eq!(node, -7);
+            back.extend(c);
+        }
+        assert_eq!(back, changes);
+        for bad in ["", "x", "1\n5\ta\tb\t1", "1\n5\ta\tb\t1\t0\t9", "1\nq\ta\tb\t1\t0"] {
+            assert_eq!(decode_changes(bad), None, "{bad:?}");
+        }
     }
 }
