@@ -230,3 +230,57 @@ async fn live_notifications_and_webhook_settings_cross_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Two `followd` processes on one database; the one whose webhooks are being delivered is killed
+/// with SIGKILL. Once its lease runs out the other node adopts its pending events and delivers every
+/// one of them, in commit order for the From_Account (the event in flight at the kill may arrive
+/// twice: delivery is at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_webhooks_are_delivered_by_the_other_node() {
+    let Some(url) = crate::pg::url("a_killed_nodes_webhooks_are_delivered_by_the_other_node") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let rx = Receiver::start().await;
+    rx.rule(|_| crate::receiver::Behavior::Slow(150));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("followd.toml");
+    std::fs::write(&config, config_text_with_top(&format!("database_url = \"{}\"", db.url), &hook(&rx.url("/cb"), ""), "")).unwrap();
+    let mut doomed = crate::binary::start(&config).await;
+    let survivor = crate::binary::start(&config).await;
+    let http = reqwest::Client::new();
+    let users: Vec<String> = (0..12).map(|i| format!("t{i:02}")).collect();
+    let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
+    all.push("a");
+    assert_ok(&doomed.call(&http, "im_open_login_svc/multiaccount_import", json!({ "Accounts": all })).await);
+    for u in &users {
+        assert_ok(&doomed.call(&http, "follow/follow_add", json!({"From_Account": "a", "FollowItem": [{"To_Account": u}]})).await);
+    }
+    rx.wait_for(1, 10).await;
+    doomed.proc.start_kill().unwrap();
+    doomed.proc.wait().await.unwrap();
+
+    let committed: Vec<String> = db.with(|c| {
+        c.query("SELECT encode(webhook_id, 'hex') FROM events ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let h: String = r.get(0);
+                format!("evt_{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+            })
+            .collect()
+    });
+    assert_eq!(committed.len(), users.len());
+    let got = rx
+        .wait_until(60, "every event of the killed node", |g| {
+            g.iter().map(|r| r.header("webhook-id")).collect::<HashSet<_>>().len() >= committed.len()
+        })
+        .await;
+    let mut first_seen: Vec<String> = Vec::new();
+    for r in &got {
+        let id = r.header("webhook-id").to_owned();
+        if !first_seen.contains(&id) {
+            first_seen.push(id);
+        }
+    }
+    assert_eq!(first_seen, committed, "every event delivered, first in commit order");
+    assert!(survivor.logged("adopted the pending webhooks"), "the survivor did not adopt them");
+}
