@@ -98,7 +98,15 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
             results.push(ItemResult::ok(&target));
             continue;
         }
-        let (from_counts, to_counts) = (counts(tx, src, &deleting)?, counts(tx, dst, &deleting)?);
+        // The followee's counters are read only when a limit looks at them: a backend may lock
+        // what it reads for a limit (PostgreSQL does), and a celebrity's row must not become the
+        // lock every follower of it waits for when no limit needs it.
+        let from_counts = counts(tx, src, &deleting)?;
+        let to_counts = if cx.limits.max_followers.is_some() || cx.limits.max_mutual.is_some() {
+            counts(tx, dst, &deleting)?
+        } else {
+            Counts::default()
+        };
         if over(cx.limits.max_following, from_counts.following) {
             results.push(ItemResult::err(&target, code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
             continue;

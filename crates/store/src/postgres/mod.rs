@@ -272,6 +272,33 @@ impl PgStore {
     }
 }
 
+/// A user's counters: its `accounts` columns plus its unfolded deltas.
+const COUNTS: &str = "SELECT (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
+     (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id WHERE a.id = $1 GROUP BY a.id";
+
+/// The advisory lock key of the counter fold (the bytes of "followd3").
+const FOLD_LOCK: i64 = 0x666f_6c6c_6f77_6433;
+
+/// Folds the counter deltas into `accounts`, on one node at a time. One statement removes the deltas
+/// it sees and adds them to their accounts, so a reader sees a user's counters before or after it,
+/// never between; deltas committed meanwhile wait for the next fold. Returns the rows folded.
+pub fn fold_counts(c: &mut Conn) -> Result<u64, postgres::Error> {
+    let mut tx = c.client.transaction()?;
+    let leader: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])?.get(0);
+    if !leader {
+        return Ok(0);
+    }
+    let n = tx.execute(
+        "WITH d AS (DELETE FROM count_deltas RETURNING uid, followers, following, mutual), \
+              s AS (SELECT uid, sum(followers) AS f, sum(following) AS g, sum(mutual) AS m FROM d GROUP BY uid) \
+         UPDATE accounts a SET followers = a.followers + s.f, following = a.following + s.g, mutual = a.mutual + s.m \
+         FROM s WHERE a.id = s.uid",
+        &[],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
 /// The channel on which nodes tell each other about committed edge changes.
 const CHANGES_CHANNEL: &str = "followd_changes";
 /// The largest payload put in one notification (PostgreSQL's limit is 8000 bytes).
@@ -430,6 +457,10 @@ fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Send
                 if let Some(c) = conn.as_mut() {
                     if let Err(e) = renew(c, node) {
                         tracing::warn!(error = %e, "cannot renew this node's lease");
+                    }
+                    // A deadlock with a writer is harmless here: the deltas wait for the next fold.
+                    if let Err(e) = fold_counts(c) {
+                        tracing::debug!(error = %e, "counter fold skipped");
                     }
                 }
             }
@@ -642,8 +673,9 @@ struct PgWriteTx<'w> {
     node: i64,
     conn: &'w mut Conn,
     last_key: &'w mut TimeKey,
-    /// id → (stored counts, delta of this batch); the stored ones were read `FOR UPDATE`.
-    counts: HashMap<Uid, (Counts, Counts)>,
+    /// id → (stored counts if read, delta of this batch); stored ones are read after locking the
+    /// account's row, deltas are only added up (so a followee's row is not locked by a follow).
+    counts: HashMap<Uid, (Option<Counts>, Counts)>,
     /// Unordered pairs whose advisory lock this transaction holds.
     locked_pairs: HashSet<(Uid, Uid)>,
     /// app → its unfinished deletion jobs, read once per transaction.
@@ -680,21 +712,27 @@ impl PgWriteTx<'_> {
         e
     }
 
-    /// Writes the counter deltas; called once before commit, in id order (so two nodes' batches lock
-    /// rows in one order as far as they can).
+    /// Writes the counter deltas as rows of `count_deltas` (folded into `accounts` later by
+    /// [`fold_counts`]), in one statement; called once before commit.
     fn finish(&mut self) -> StoreResult<()> {
-        let mut counts: Vec<(Uid, Counts)> = std::mem::take(&mut self.counts).into_iter().map(|(u, (_, d))| (u, d)).collect();
+        let mut counts: Vec<(Uid, Counts)> =
+            std::mem::take(&mut self.counts).into_iter().map(|(u, (_, d))| (u, d)).filter(|(_, d)| *d != Counts::default()).collect();
+        if counts.is_empty() {
+            return Ok(());
+        }
         counts.sort_by_key(|&(u, _)| u);
+        let uids: Vec<i64> = counts.iter().map(|c| c.0).collect();
+        let followers: Vec<i64> = counts.iter().map(|c| c.1.followers).collect();
+        let following: Vec<i64> = counts.iter().map(|c| c.1.following).collect();
+        let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
         self.guard(|c| {
-            for (uid, d) in counts {
-                if d != Counts::default() {
-                    c.execute(
-                        "UPDATE accounts SET followers = followers + $2, following = following + $3, mutual = mutual + $4 WHERE id = $1",
-                        &[&uid, &d.followers, &d.following, &d.mutual],
-                    )?;
-                }
-            }
-            Ok(())
+            c.execute(
+                "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
+                 SELECT a.app, x.uid, x.f, x.g, x.m FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(uid, f, g, m) \
+                 JOIN accounts a ON a.id = x.uid",
+                &[&uids, &followers, &following, &mutual],
+            )
+            .map(drop)
         })
     }
 
@@ -800,6 +838,7 @@ impl WriteTx for PgWriteTx<'_> {
     fn delete_account(&mut self, uid: Uid) -> StoreResult<()> {
         self.guard(|c| {
             c.execute("DELETE FROM accounts WHERE id = $1", &[&uid])?;
+            c.execute("DELETE FROM count_deltas WHERE uid = $1", &[&uid])?;
             c.execute("DELETE FROM deletions WHERE account = $1", &[&uid])
         })?;
         self.counts.remove(&uid);
@@ -915,25 +954,30 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
-        if let Some((base, d)) = self.counts.get(&uid) {
-            return Ok(Counts {
-                followers: base.followers + d.followers,
-                following: base.following + d.following,
-                mutual: base.mutual + d.mutual,
-            });
-        }
-        // FOR UPDATE: a limit checked on these counters holds until this transaction commits.
-        let base = self.guard(|c| {
-            let row = c.query_opt("SELECT followers, following, mutual FROM accounts WHERE id = $1 FOR UPDATE", &[&uid])?;
-            Ok(row.map_or(Counts::default(), |r| Counts { followers: r.get(0), following: r.get(1), mutual: r.get(2) }))
-        })?;
-        self.counts.insert(uid, (base, Counts::default()));
-        Ok(base)
+        let (base, d) = self.counts.get(&uid).copied().unwrap_or_default();
+        let base = match base {
+            Some(b) => b,
+            None => {
+                // Lock first, then read in a statement of its own: its fresh snapshot sees every
+                // delta committed by the transactions this lock waited for. A limit checked on these
+                // counters holds until this transaction commits.
+                let b = self.guard(|c| {
+                    c.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&uid])?;
+                    Ok(c.query_opt(COUNTS, &[&uid])?.map_or(Counts::default(), |r| Counts {
+                        followers: r.get(0),
+                        following: r.get(1),
+                        mutual: r.get(2),
+                    }))
+                })?;
+                self.counts.insert(uid, (Some(b), d));
+                b
+            }
+        };
+        Ok(Counts { followers: base.followers + d.followers, following: base.following + d.following, mutual: base.mutual + d.mutual })
     }
 
     fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()> {
-        self.counts(uid)?;
-        let (_, d) = self.counts.get_mut(&uid).expect("loaded above");
+        let (_, d) = self.counts.entry(uid).or_default();
         d.followers += delta.followers;
         d.following += delta.following;
         d.mutual += delta.mutual;
@@ -1036,7 +1080,7 @@ impl ReadView for PgReadView<'_> {
 
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
         self.guard(|c| {
-            let row = c.query_opt("SELECT followers, following, mutual FROM accounts WHERE id = $1", &[&uid])?;
+            let row = c.query_opt(COUNTS, &[&uid])?;
             Ok(row.map_or(Counts::default(), |r| Counts { followers: r.get(0), following: r.get(1), mutual: r.get(2) }))
         })
     }

@@ -36,6 +36,17 @@ CREATE TABLE edges (
     PRIMARY KEY (src, dst)
 );
 CREATE INDEX edges_in ON edges(dst, t, src);
+-- Counter changes not yet folded into `accounts`: a write adds a row instead of updating the
+-- account's, so the followers of one celebrity on many nodes do not queue for its row. A user's
+-- counters are its `accounts` columns plus the sum of its rows here.
+CREATE TABLE count_deltas (
+    app       bigint NOT NULL,
+    uid       bigint NOT NULL,
+    followers bigint NOT NULL,
+    following bigint NOT NULL,
+    mutual    bigint NOT NULL
+);
+CREATE INDEX count_deltas_by_user ON count_deltas(uid);
 CREATE TABLE mutual (
     app bigint NOT NULL,
     a   bigint NOT NULL,
