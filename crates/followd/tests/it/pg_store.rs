@@ -209,3 +209,73 @@ async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
         tokio::task::spawn_blocking(move || s.close()).await.unwrap();
     }
 }
+
+/// Two nodes run the same account's deletion job at once (each node's deletion task finds every
+/// unfinished job): every edge is removed once, with one delete event, and no counter is
+/// decremented twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_finishing_one_deletion_remove_each_edge_once() {
+    use followd_graph::deletion;
+    let Some(url) = crate::pg::url("two_nodes_finishing_one_deletion_remove_each_edge_once") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let nodes: Vec<Arc<PgStore>> = (0..2).map(|_| Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap())).collect();
+    const FANS: usize = 40;
+    let accounts: Vec<NewAccount> = (0..=FANS).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*nodes[0], move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    for i in 1..=FANS {
+        let t = vec![user(0)];
+        followd_graph::write(&*nodes[i % 2], move |tx| write::follow_add(tx, &cx(None), &user(i), &t)).await.unwrap();
+        if i % 3 == 0 {
+            let t = vec![user(i)];
+            followd_graph::write(&*nodes[0], move |tx| write::follow_add(tx, &cx(None), &user(0), &t)).await.unwrap();
+        }
+    }
+    let budget = 3 * deletion::EVENT_WEIGHT;
+    let star = vec![user(0)];
+    let first = followd_graph::write(&*nodes[0], move |tx| deletion::delete_accounts(tx, &cx(None), &star, budget)).await.unwrap();
+    assert_eq!(first.unfinished, 1);
+    let uid: i64 = db.with(|c| c.query_one("SELECT account FROM deletions", &[]).unwrap().get(0));
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let p = followd_graph::write(&*node, move |tx| deletion::purge(tx, uid, budget)).await.unwrap();
+                if p.done {
+                    return;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for i in 1..=FANS {
+        let counts =
+            followd_graph::read(&*nodes[1], move |v| read::follow_get_info(v, APP, &user(i), &[user(i)])).await.unwrap()[0].1.unwrap();
+        assert_eq!((counts.followers, counts.following, counts.mutual), (0, 0, 0), "u{i}");
+    }
+    let edges: i64 = db.with(|c| c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0));
+    assert_eq!(edges, 0);
+    // Every removed edge is in exactly one delete event.
+    let bodies: Vec<String> = db.with(|c| {
+        c.query("SELECT body FROM events WHERE command = 'Follow.CallbackAfterFollowDelete'", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    let mut seen = std::collections::HashMap::new();
+    for b in bodies {
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        let from = v["From_Account"].as_str().unwrap().to_owned();
+        for t in v["To_Account"].as_array().unwrap() {
+            *seen.entry((from.clone(), t.as_str().unwrap().to_owned())).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), FANS + FANS / 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "an edge in two delete events: {seen:?}");
+    for n in nodes {
+        tokio::task::spawn_blocking(move || n.close()).await.unwrap();
+    }
+}

@@ -788,10 +788,13 @@ impl WriteTx for PgWriteTx<'_> {
         if let Some((_, user)) = self.accounts.get(&uid) {
             return Ok(user.clone());
         }
-        let name: String = self
-            .guard(|c| Ok(c.query_opt("SELECT user_id FROM accounts WHERE id = $1", &[&uid])?.map(|r| r.get(0))))?
-            .ok_or_else(|| StoreError::database(std::io::Error::other(format!("account {uid} is gone"))))
-            .map_err(|e| self.fail(e))?;
+        let name: Option<String> =
+            self.guard(|c| Ok(c.query_opt("SELECT user_id FROM accounts WHERE id = $1", &[&uid])?.map(|r| r.get(0))))?;
+        let Some(name) = name else {
+            // Removed by another node's deletion job since this transaction saw it: run it again.
+            self.retry = true;
+            return Err(self.fail(StoreError::database(std::io::Error::other(format!("account {uid} is gone")))));
+        };
         parse_user(&name).map_err(|e| self.fail(e))
     }
 
@@ -917,7 +920,18 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
-        self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]).map(drop))
+        let n = self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]))?;
+        if n == 0 {
+            // The rules remove only an edge they saw, but a deletion job saw it in a list read before
+            // it held the pair's lock: another node removed it since (its own job, or an unfollow).
+            // The counters must not be decremented twice: the transaction is run again, and then
+            // the edge is no longer listed.
+            self.retry = true;
+            return Err(self.fail(StoreError::database(std::io::Error::other(
+                "an edge was removed by another node during this transaction; running it again",
+            ))));
+        }
+        Ok(())
     }
 
     fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()> {
