@@ -259,6 +259,12 @@ pub trait WriteTx {
     fn emit(&mut self, event: NewEvent) -> StoreResult<()>;
     /// Records an edge change for live notifications after commit.
     fn changed(&mut self, app: AppId, change: EdgeChange);
+    /// Says which accounts and edges a follow or unfollow of `from` is about to touch, so that a
+    /// backend whose primitives are round trips can read them (and take their locks) in a few
+    /// statements. Changes nothing the rules see; the default does nothing.
+    fn prefetch(&mut self, _app: AppId, _from: &UserId, _targets: &[UserId]) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// The primitives of a consistent read snapshot.

@@ -272,6 +272,12 @@ impl PgStore {
     }
 }
 
+/// The advisory lock key of the unordered pair `{a, b}`.
+fn pair_key(a: Uid, b: Uid) -> i64 {
+    let (lo, hi) = (a.min(b), a.max(b));
+    lo.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ hi
+}
+
 /// A user's counters: its `accounts` columns plus its unfolded deltas.
 const COUNTS: &str = "SELECT (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
      (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id WHERE a.id = $1 GROUP BY a.id";
@@ -637,6 +643,7 @@ impl Writer {
             deleting: HashMap::new(),
             ids: HashMap::new(),
             accounts: HashMap::new(),
+            edges: HashMap::new(),
             now_ms,
             failed: None,
             retry: false,
@@ -685,6 +692,9 @@ struct PgWriteTx<'w> {
     ids: HashMap<(AppId, UserId), Uid>,
     /// id → (app, UserID), likewise.
     accounts: HashMap<Uid, (AppId, UserId)>,
+    /// Edges of pairs whose lock this transaction holds, as read or written by it (no other
+    /// transaction can change them until it ends).
+    edges: HashMap<(Uid, Uid), Option<TimeKey>>,
     now_ms: u64,
     failed: Option<StoreError>,
     /// Whether the failure is one a new run may cure.
@@ -904,19 +914,73 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>> {
+        if let Some(&known) = self.edges.get(&(src, dst)) {
+            return Ok(known);
+        }
         let pair = (src.min(dst), src.max(dst));
         if self.locked_pairs.insert(pair) {
             // One lock per unordered pair: the check of both directions and the writes that follow
             // are atomic against another node's transaction on the same pair.
-            let key = pair.0.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ pair.1;
+            let key = pair_key(src, dst);
             self.guard(|c| c.execute("SELECT pg_advisory_xact_lock($1)", &[&key]))?;
         }
-        self.guard(|c| Ok(c.query_opt("SELECT t FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst])?.map(|r| r.get(0))))
+        let t: Option<TimeKey> =
+            self.guard(|c| Ok(c.query_opt("SELECT t FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst])?.map(|r| r.get(0))))?;
+        self.edges.insert((src, dst), t);
+        Ok(t)
+    }
+
+    fn prefetch(&mut self, app: AppId, from: &UserId, targets: &[UserId]) -> StoreResult<()> {
+        // 1. The accounts, in one statement.
+        let mut names: Vec<&str> =
+            std::iter::once(from).chain(targets).filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).map(UserId::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.is_empty() {
+            let a = app as i64;
+            let rows = self.guard(|c| {
+                c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &names])
+            })?;
+            for r in rows {
+                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+                self.remember(app, &user, r.get(0));
+            }
+        }
+        let Some(&src) = self.ids.get(&(app, from.clone())) else { return Ok(()) };
+        // 2. The pairs' locks, in one statement and in key order (two nodes locking overlapping
+        //    sets this way wait for each other instead of deadlocking).
+        let mut dsts: Vec<Uid> = targets.iter().filter_map(|t| self.ids.get(&(app, t.clone())).copied()).filter(|&d| d != src).collect();
+        dsts.sort_unstable();
+        dsts.dedup();
+        let mut keys: Vec<i64> =
+            dsts.iter().filter(|&&d| self.locked_pairs.insert((src.min(d), src.max(d)))).map(|&d| pair_key(src, d)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        self.guard(|c| c.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", &[&keys]))?;
+        // 3. Both directions of every pair, read after the locks so that they are current.
+        let unknown: Vec<Uid> =
+            dsts.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
+        let rows = self.guard(|c| {
+            c.query("SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst = $1 AND src = ANY($2))", &[&src, &unknown])
+        })?;
+        for &d in &unknown {
+            self.edges.entry((src, d)).or_insert(None);
+            self.edges.entry((d, src)).or_insert(None);
+        }
+        for r in rows {
+            self.edges.insert((r.get(0), r.get(1)), Some(r.get(2)));
+        }
+        Ok(())
     }
 
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
         let app = self.app_of(src)?;
-        self.guard(|c| c.execute("INSERT INTO edges(app, src, dst, t) VALUES ($1, $2, $3, $4)", &[&app, &src, &dst, &key]).map(drop))
+        self.guard(|c| c.execute("INSERT INTO edges(app, src, dst, t) VALUES ($1, $2, $3, $4)", &[&app, &src, &dst, &key]).map(drop))?;
+        self.edges.insert((src, dst), Some(key));
+        Ok(())
     }
 
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
@@ -931,6 +995,7 @@ impl WriteTx for PgWriteTx<'_> {
                 "an edge was removed by another node during this transaction; running it again",
             ))));
         }
+        self.edges.insert((src, dst), None);
         Ok(())
     }
 
