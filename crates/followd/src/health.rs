@@ -7,7 +7,7 @@
 //! while writes fail or webhooks silently stop, so health is read from the components themselves: a
 //! thread whose handle is finished, or a task whose watcher saw it end, is down.
 
-use followd_store::SqliteStore;
+use followd_store::Backend;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub const COMPONENTS: [&str; 4] = ["writer", "checkpointer", "delivery", "live"]
 
 /// What health is read from.
 pub struct Health {
-    store: Arc<SqliteStore>,
+    store: Backend,
     delivery: Arc<AtomicBool>,
     live: Arc<AtomicBool>,
     stopping: AtomicBool,
@@ -25,7 +25,7 @@ pub struct Health {
 
 impl Health {
     /// Health of `store`'s threads and of the two tasks whose flags [`watch`] clears.
-    pub fn new(store: Arc<SqliteStore>, delivery: Arc<AtomicBool>, live: Arc<AtomicBool>) -> Self {
+    pub fn new(store: Backend, delivery: Arc<AtomicBool>, live: Arc<AtomicBool>) -> Self {
         Health { store, delivery, live, stopping: AtomicBool::new(false) }
     }
 

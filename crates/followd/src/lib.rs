@@ -28,6 +28,7 @@ pub mod listen;
 pub mod live;
 pub mod metrics;
 pub mod net;
+pub mod nodes;
 pub mod overload;
 pub mod pipeline;
 pub mod state;
@@ -36,7 +37,7 @@ pub mod surface;
 use anyhow::{bail, Context as _};
 use followd_graph::outbox::Outbox;
 use followd_store::sqlite::Durability;
-use followd_store::{CommitHooks, SqliteStore};
+use followd_store::{Backend, CommitHooks, PgStore, SqliteStore};
 use followd_webhook::Dispatcher;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,15 +50,21 @@ use crate::state::{AppState, RequestIds};
 pub use clock::{now_millis, now_secs};
 pub use surface::{router, MAX_BODY_BYTES};
 
-/// Opens the storage backend the configuration names.
-pub fn open_store(config: &Config, hooks: CommitHooks) -> anyhow::Result<Arc<SqliteStore>> {
-    if config.database_url.is_some() {
-        bail!("database_url: the PostgreSQL backend is not available in this version; remove the key to use the embedded store");
+/// Opens the storage backend the configuration names: PostgreSQL when `database_url` is a
+/// `postgres://` (or `postgresql://`) URL, else the embedded store in `data_dir`.
+pub fn open_store(config: &Config, hooks: CommitHooks) -> anyhow::Result<Backend> {
+    if let Some(url) = &config.database_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("database_url: only postgres:// URLs are supported; remove the key to use the embedded store");
+        }
+        // The URL may hold a password: it is never printed.
+        let store = PgStore::open(url, hooks, config.max_queued_writes).context("opening the PostgreSQL store (database_url)")?;
+        return Ok(Backend::Postgres(Arc::new(store)));
     }
     let durability = if config.durability == "fsync" { Durability::Fsync } else { Durability::Process };
     let store = SqliteStore::open_with(&config.data_dir, durability, hooks, config.max_queued_writes)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    Ok(Arc::new(store))
+    Ok(Backend::Sqlite(Arc::new(store)))
 }
 
 /// Serves the APIs on `listener` until `shutdown` resolves, then finishes in-flight requests, closes
@@ -72,8 +79,8 @@ pub async fn run(
     let hooks = CommitHooks { events: Some(events_tx), ..CommitHooks::default() };
     let changes = hooks.changes.subscribe();
     let live = Arc::new(live::Live::new(hooks.live_clients.clone()));
-    let store = open_store(&config, hooks)?;
-    let outbox: Arc<dyn Outbox> = store.clone();
+    let backend = open_store(&config, hooks)?;
+    let (store, outbox) = (backend.store(), backend.outbox());
     let apps = Arc::new(Apps::new(&config.apps));
     for (app, over) in outbox.load_overrides().await? {
         if let Some(a) = apps.get(app) {
@@ -105,7 +112,7 @@ pub async fn run(
         metrics,
         proxies: config.proxies()?,
         guard: overload::Guard::new(config.max_concurrent_requests, Duration::from_millis(config.request_timeout_ms)),
-        health: health::Health::new(store.clone(), delivery_up, live_up),
+        health: health::Health::new(backend.clone(), delivery_up, live_up),
         liveness: live::Liveness {
             ping_every: Duration::from_millis(config.live_ping_interval_ms),
             idle_timeout: Duration::from_millis(config.live_idle_timeout_ms),
@@ -113,6 +120,10 @@ pub async fn run(
         stop: stop_rx.clone(),
         ids: RequestIds::new(),
     });
+    if let Backend::Postgres(pg) = &backend {
+        tokio::spawn(nodes::adopt_loop(pg.clone(), state.dispatcher.clone(), stop_rx.clone()));
+        tokio::spawn(nodes::overrides_loop(outbox.clone(), apps.clone(), stop_rx.clone()));
+    }
     let retention = Duration::from_secs(config.delivery_log_retention_hours * 3600);
     tokio::spawn(purge_loop(outbox, retention, stop_rx.clone()));
     if let Some(path) = config.source.clone() {
@@ -128,7 +139,8 @@ pub async fn run(
     if let Err(e) = deleting.await {
         tracing::error!(error = %e, "the account deletion task failed");
     }
-    tokio::task::spawn_blocking(move || store.close()).await?;
+    drop(store);
+    tokio::task::spawn_blocking(move || backend.close()).await?;
     tracing::info!("followd stopped");
     served.context("serving HTTP")
 }

@@ -259,6 +259,12 @@ pub trait WriteTx {
     fn emit(&mut self, event: NewEvent) -> StoreResult<()>;
     /// Records an edge change for live notifications after commit.
     fn changed(&mut self, app: AppId, change: EdgeChange);
+    /// Says which accounts and edges a follow or unfollow of `from` is about to touch, so that a
+    /// backend whose primitives are round trips can read them (and take their locks) in a few
+    /// statements. Changes nothing the rules see; the default does nothing.
+    fn prefetch(&mut self, _app: AppId, _from: &UserId, _targets: &[UserId]) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// The primitives of a consistent read snapshot.
@@ -282,8 +288,10 @@ pub trait ReadView {
 }
 
 /// A unit of write work: runs inside the writer's transaction and returns what to do once the
-/// transaction's outcome is known (`Ok` = committed).
-pub type WriteJob = Box<dyn FnOnce(&mut dyn WriteTx) -> Completion + Send>;
+/// transaction's outcome is known (`Ok` = committed). A backend may run it again in a new transaction
+/// when the first one failed for a reason that a retry cures (a serialization failure or a deadlock
+/// between nodes of one PostgreSQL database); only the completion of the run that committed answers.
+pub type WriteJob = Box<dyn FnMut(&mut dyn WriteTx) -> Completion + Send>;
 /// Called with the commit's outcome.
 pub type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// A unit of read work on a snapshot.
@@ -311,7 +319,7 @@ pub async fn write<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
 where
     S: Store + ?Sized,
     R: Send + 'static,
-    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+    F: FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
 {
     let (job, rx) = write_job(f);
     store.submit_write_waiting(job).await?;
@@ -324,7 +332,7 @@ pub async fn try_write<S, R, F>(store: &S, f: F) -> Result<R, GraphError>
 where
     S: Store + ?Sized,
     R: Send + 'static,
-    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+    F: FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
 {
     let (job, rx) = write_job(f);
     store.submit_write(job)?;
@@ -342,23 +350,29 @@ type Answer<R> = tokio::sync::oneshot::Receiver<Result<R, GraphError>>;
 /// Wraps graph rules into a job that answers through a channel. A caller that gave up (a request
 /// past its deadline drops the receiver) before the writer reached its job gets nothing applied:
 /// the job checks before running the rules.
-fn write_job<R, F>(f: F) -> (WriteJob, Answer<R>)
+fn write_job<R, F>(mut f: F) -> (WriteJob, Answer<R>)
 where
     R: Send + 'static,
-    F: FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+    F: FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // Shared by every run of the job: the completion that is called (the committed run's, or the
+    // last failed one's) takes the sender; the completions of runs that were retried are dropped.
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
     let job: WriteJob = Box::new(move |wtx| {
-        if tx.is_closed() {
+        if tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_none_or(|t| t.is_closed()) {
             return Box::new(|_| {});
         }
         let outcome = f(wtx);
+        let tx = tx.clone();
         Box::new(move |commit: Result<(), &StoreError>| {
             let r = match commit {
                 Ok(()) => outcome,
                 Err(e) => Err(GraphError::Store(e.clone())),
             };
-            let _ = tx.send(r);
+            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(r);
+            }
         })
     });
     (job, rx)

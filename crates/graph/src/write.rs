@@ -80,6 +80,7 @@ fn over(limit: Option<i64>, current: i64) -> bool {
 
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.
 pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
+    tx.prefetch(cx.app, from, targets)?;
     let src = require(tx, cx.app, from)?;
     // The limits count edges as if those of accounts being deleted were already gone.
     let deleting = tx.deleting(cx.app)?;
@@ -98,7 +99,15 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
             results.push(ItemResult::ok(&target));
             continue;
         }
-        let (from_counts, to_counts) = (counts(tx, src, &deleting)?, counts(tx, dst, &deleting)?);
+        // The followee's counters are read only when a limit looks at them: a backend may lock
+        // what it reads for a limit (PostgreSQL does), and a celebrity's row must not become the
+        // lock every follower of it waits for when no limit needs it.
+        let from_counts = counts(tx, src, &deleting)?;
+        let to_counts = if cx.limits.max_followers.is_some() || cx.limits.max_mutual.is_some() {
+            counts(tx, dst, &deleting)?
+        } else {
+            Counts::default()
+        };
         if over(cx.limits.max_following, from_counts.following) {
             results.push(ItemResult::err(&target, code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
             continue;
@@ -169,6 +178,7 @@ pub(crate) fn unlink(tx: &mut dyn WriteTx, app: AppId, src: Uid, dst: Uid, key: 
 /// `follow_delete`: `from` unfollows each target. Unfollowing someone not followed succeeds and
 /// changes nothing.
 pub fn follow_delete(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
+    tx.prefetch(cx.app, from, targets)?;
     let src = require(tx, cx.app, from)?;
     let mut results = Vec::with_capacity(targets.len());
     let mut removed = Vec::new();

@@ -51,7 +51,7 @@ impl AccountImport {
     pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<Empty, Failure> {
         let account = NewAccount { user: self.user, nick: self.nick, face_url: self.face_url };
         let app = cx.app.sdkappid;
-        cx.write(move |tx| write::import_accounts(tx, app, &[account])).await?;
+        cx.write(move |tx| write::import_accounts(tx, app, std::slice::from_ref(&account))).await?;
         Ok(Empty {})
     }
 }

@@ -164,7 +164,7 @@ impl Ctx<'_> {
     /// request must not wait for room.
     pub async fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+        f: impl FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
     ) -> Result<R, GraphError> {
         followd_graph::try_write(self.store, f).await
     }

@@ -197,7 +197,7 @@ async fn a_thousand_clients_each_receive_exactly_their_own_notifications() {
         calls.push(tokio::spawn(async move {
             let body = json!({"From_Account": from, "FollowItem": [{"To_Account": to}]}).to_string();
             let r: Value = http.post(url).body(body).send().await.unwrap().json().await.unwrap();
-            assert_eq!(r["ActionStatus"], "OK");
+            assert_eq!(r["ActionStatus"], "OK", "{r}");
         }));
     }
     for c in calls {

@@ -174,10 +174,7 @@ async fn a_large_deletion_hides_the_account_at_once_and_owes_every_event_once() 
     assert!(edges.values().all(|&n| n == 1), "an edge is in two events: {edges:?}");
     users.retain(|u| u != "star");
     assert_counts_match_lists(http, addr, &users).await;
-    let left: i64 = rusqlite::Connection::open(s.dir.path().join("data/followd.db"))
-        .unwrap()
-        .query_row("SELECT (SELECT count(*) FROM accounts WHERE user_id = 'star') + (SELECT count(*) FROM deletions)", [], |r| r.get(0))
-        .unwrap();
+    let left = s.query_i64("SELECT (SELECT count(*) FROM accounts WHERE user_id = 'star') + (SELECT count(*) FROM deletions)");
     assert_eq!(left, 0, "the account row and its job are gone");
     s.stop().await;
 }

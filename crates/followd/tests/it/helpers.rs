@@ -55,6 +55,8 @@ pub struct Server {
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The server's own PostgreSQL database, when the suite runs on PostgreSQL (dropped last).
+    pub pg: Option<crate::pg::TestDb>,
 }
 
 pub async fn spawn() -> Server {
@@ -83,14 +85,21 @@ pub async fn spawn_from_file(path: &std::path::Path, dir: TempDir) -> Server {
     start(Config::load(path).unwrap(), dir).await
 }
 
-async fn start(config: Config, dir: TempDir) -> Server {
+async fn start(mut config: Config, dir: TempDir) -> Server {
+    let pg = match (crate::pg::api_on_pg(), std::env::var("FOLLOWD_TEST_DATABASE_URL")) {
+        (true, Ok(admin)) if config.database_url.is_none() => Some(crate::pg::TestDb::create(&admin)),
+        _ => None,
+    };
+    if let Some(db) = &pg {
+        config.database_url = Some(db.url.clone());
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(followd::run(config, listener, async move {
         let _ = stopped.await;
     }));
-    Server { addr, dir, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    Server { addr, dir, http: reqwest::Client::new(), stop: Some(stop), task: Some(task), pg }
 }
 
 impl Server {
@@ -165,12 +174,30 @@ impl Server {
 
     /// Rows of the webhook outbox: (command, from, body).
     pub fn events(&self) -> Vec<(String, String, Value)> {
+        if let Some(pg) = &self.pg {
+            return pg.with(|c| {
+                c.query("SELECT command, from_account, body FROM events ORDER BY id", &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), serde_json::from_str(r.get::<_, &str>(2)).unwrap()))
+                    .collect()
+            });
+        }
         let db = rusqlite::Connection::open(self.dir.path().join("data/followd.db")).unwrap();
         let mut st = db.prepare("SELECT command, from_account, body FROM events ORDER BY id").unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&r.get::<_, String>(2)?).unwrap())))
             .unwrap()
             .map(Result::unwrap)
             .collect()
+    }
+
+    /// One integer from the server's database, whichever backend it runs on.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        if let Some(pg) = &self.pg {
+            let sql = sql.to_owned();
+            return pg.with(move |c| c.query_one(sql.as_str(), &[]).unwrap().get(0));
+        }
+        rusqlite::Connection::open(self.dir.path().join("data/followd.db")).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     /// Ends the server without waiting for in-flight webhook attempts.

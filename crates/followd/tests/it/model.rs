@@ -6,10 +6,11 @@
 use followd_graph::deletion;
 use followd_graph::read::{self, Relation};
 use followd_graph::write::{self, Limits, NewAccount, WriteContext};
+use followd_graph::Store;
 use followd_graph::{ListKind, Origin, Subscriptions, Uid};
 use followd_protocol::{OptPlatform, UserId};
 use followd_store::sqlite::Durability;
-use followd_store::{CommitHooks, SqliteStore};
+use followd_store::{CommitHooks, PgStore, SqliteStore};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,7 +25,7 @@ const CHUNK: usize = 2;
 const LIMITS: Limits = Limits { max_following: Some(2), max_followers: None, max_mutual: Some(1) };
 
 #[derive(Debug, Clone)]
-enum Op {
+pub enum Op {
     Import(Vec<usize>),
     Follow(usize, Vec<usize>),
     Unfollow(usize, Vec<usize>),
@@ -33,7 +34,7 @@ enum Op {
     Purge(usize),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub fn op() -> impl Strategy<Value = Op> {
     let users = || prop::collection::vec(0..N, 1..5);
     prop_oneof![
         1 => users().prop_map(Op::Import),
@@ -178,7 +179,8 @@ fn cx() -> WriteContext {
     }
 }
 
-async fn check(store: &SqliteStore, m: &Model) {
+async fn check(ts: &TestStore, m: &Model) {
+    let store = ts.store();
     for a in 0..N {
         let user = uid(a);
         let u = user.clone();
@@ -230,48 +232,101 @@ async fn check(store: &SqliteStore, m: &Model) {
     assert_eq!(jobs, expect, "unfinished deletions");
 }
 
-fn stored_events(store: &SqliteStore) -> Vec<Event> {
+fn stored_events(store: &TestStore) -> Vec<Event> {
     store
-        .with_reader(|c| {
-            let mut st = c.prepare("SELECT command, from_account, body FROM events ORDER BY id").unwrap();
-            st.query_map([], |r| {
-                let body: serde_json::Value = serde_json::from_str(&r.get::<_, String>(2)?).unwrap();
-                let targets = match body.get("FollowList") {
-                    Some(l) => l.as_array().unwrap().iter().map(|i| i["To_Account"].as_str().unwrap().to_owned()).collect(),
-                    None => body["To_Account"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect(),
-                };
-                Ok((r.get(0)?, r.get(1)?, targets))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        .rows3("SELECT command, from_account, body FROM events ORDER BY id")
+        .into_iter()
+        .map(|(command, from, body)| {
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let targets = match body.get("FollowList") {
+                Some(l) => l.as_array().unwrap().iter().map(|i| i["To_Account"].as_str().unwrap().to_owned()).collect(),
+                None => body["To_Account"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect(),
+            };
+            (command, from, targets)
         })
-        .unwrap()
+        .collect()
 }
 
 /// The live account of a user, as the store names it.
-fn stored_uid(store: &SqliteStore, user: usize) -> Uid {
+fn stored_uid(store: &TestStore, user: usize) -> Uid {
     let name = uid(user).to_string();
-    store
-        .with_reader(|c| {
-            c.query_row(
-                "SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0",
-                rusqlite::params![APP as i64, name],
-                |r| r.get(0),
-            )
-        })
-        .unwrap()
-        .unwrap()
+    store.one(&format!("SELECT id FROM accounts WHERE app = {APP} AND user_id = '{name}' AND deleted = {}", store.false_()))
 }
 
-async fn apply(store: &SqliteStore, m: &mut Model, op: Op) {
+/// The store under test, on either backend, with what the checks read from it directly.
+#[allow(dead_code)] // the temp dir lives as long as the store in it
+pub enum TestStore {
+    Sqlite(SqliteStore, tempfile::TempDir),
+    Pg(PgStore, crate::pg::TestDb),
+}
+
+impl TestStore {
+    pub fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        TestStore::Sqlite(SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap(), dir)
+    }
+
+    pub fn pg(admin: &str) -> TestStore {
+        let db = crate::pg::TestDb::create(admin);
+        TestStore::Pg(PgStore::open(&db.url, CommitHooks::default(), 2048).unwrap(), db)
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            TestStore::Sqlite(s, _) => s,
+            TestStore::Pg(s, _) => s,
+        }
+    }
+
+    /// How the backend writes `false` in SQL.
+    fn false_(&self) -> &'static str {
+        match self {
+            TestStore::Sqlite(..) => "0",
+            TestStore::Pg(..) => "false",
+        }
+    }
+
+    /// One integer.
+    pub fn one(&self, sql: &str) -> i64 {
+        let sql = sql.to_owned();
+        match self {
+            TestStore::Sqlite(s, _) => s.with_reader(|c| c.query_row(&sql, [], |r| r.get(0))).unwrap().unwrap(),
+            TestStore::Pg(_, db) => db.with(move |c| c.query_one(sql.as_str(), &[]).unwrap().get(0)),
+        }
+    }
+
+    /// Rows of three text columns.
+    pub fn rows3(&self, sql: &str) -> Vec<(String, String, String)> {
+        let sql = sql.to_owned();
+        match self {
+            TestStore::Sqlite(s, _) => s
+                .with_reader(|c| {
+                    c.prepare(&sql).unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+                })
+                .unwrap(),
+            TestStore::Pg(_, db) => {
+                db.with(move |c| c.query(sql.as_str(), &[]).unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        match self {
+            TestStore::Sqlite(s, _) => s.close(),
+            TestStore::Pg(s, _) => s.close(),
+        }
+    }
+}
+
+async fn apply(ts: &TestStore, m: &mut Model, op: Op) {
+    let store = ts.store();
     match op {
         Op::Import(users) => {
             let accounts: Vec<NewAccount> = users.iter().map(|&u| NewAccount { user: uid(u), nick: None, face_url: None }).collect();
             followd_graph::write(store, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
             for u in distinct(&users) {
                 if !m.live.contains_key(&u) {
-                    let a = stored_uid(store, u);
+                    let a = stored_uid(ts, u);
                     assert!(!m.user_of.contains_key(&a), "a new account must not reuse the id of one that still exists");
                     m.live.insert(u, a);
                     m.user_of.insert(a, u);
@@ -377,21 +432,22 @@ async fn apply(store: &SqliteStore, m: &mut Model, op: Op) {
 /// Applies `ops` to a fresh store and to the model, checking every answer after each, then finishes
 /// every deletion and compares the events and what is left.
 async fn run(ops: Vec<Op>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap();
+    run_on(&TestStore::sqlite(), ops).await
+}
+
+/// [`run`] on a given store.
+pub async fn run_on(store: &TestStore, ops: Vec<Op>) {
     let mut m = Model::default();
     for op in ops {
-        apply(&store, &mut m, op).await;
-        check(&store, &m).await;
+        apply(store, &mut m, op).await;
+        check(store, &m).await;
     }
     while !m.deleting.is_empty() {
-        apply(&store, &mut m, Op::Purge(0)).await;
+        apply(store, &mut m, Op::Purge(0)).await;
     }
-    check(&store, &m).await;
-    assert_eq!(stored_events(&store), m.events);
-    let count = |table: &str| -> usize {
-        store.with_reader(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))).unwrap().unwrap()
-    };
+    check(store, &m).await;
+    assert_eq!(stored_events(store), m.events);
+    let count = |table: &str| -> usize { store.one(&format!("SELECT count(*) FROM {table}")) as usize };
     assert_eq!((count("accounts"), count("edges"), count("deletions")), (m.live.len(), m.edges.len(), 0));
     store.close();
 }

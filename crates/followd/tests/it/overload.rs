@@ -245,8 +245,11 @@ async fn internal_writes_wait_for_room_while_api_writes_are_refused() {
     let blocker = {
         let store = store.clone();
         tokio::spawn(async move {
+            let mut entered = Some(entered);
             followd_graph::try_write(&*store, move |_| {
-                entered.send(()).unwrap();
+                if let Some(entered) = entered.take() {
+                    entered.send(()).unwrap();
+                }
                 held.recv().unwrap();
                 Ok(())
             })

@@ -397,11 +397,11 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
+    fn submit_write(&self, mut job: WriteJob) -> Result<(), StoreError> {
         self.submit(Box::new(move |tx: &mut SqliteWriteTx<'_>| job(tx)))
     }
 
-    fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+    fn submit_write_waiting(&self, mut job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(self.submit_waiting(Box::new(move |tx: &mut SqliteWriteTx<'_>| job(tx))))
     }
 

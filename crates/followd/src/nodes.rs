@@ -1,0 +1,66 @@
+//! What a node does beside serving when several followd nodes share one PostgreSQL database.
+//!
+//! - [`adopt_loop`]: every heartbeat, takes over the pending webhooks of nodes whose lease ran out (a
+//!   node killed mid-delivery) and hands them to this node's dispatcher, as a replay.
+//! - [`overrides_loop`]: applies webhook settings that the admin API changed on another node, within
+//!   a second.
+
+use followd_graph::outbox::{Outbox, WebhookOverride};
+use followd_graph::AppId;
+use followd_store::postgres::HEARTBEAT;
+use followd_store::PgStore;
+use followd_webhook::Dispatcher;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apps::Apps;
+
+/// Events adopted at most per heartbeat (the next heartbeat takes the rest).
+const ADOPT_BATCH: i64 = 10_000;
+
+/// Takes over the pending webhooks of dead nodes until `stop`.
+pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(HEARTBEAT) => {}
+        }
+        match store.adopt_orphans(ADOPT_BATCH).await {
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => dispatcher.enqueue(events),
+            Err(e) => tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes"),
+        }
+    }
+}
+
+/// Re-reads the stored webhook overrides every second and applies those that changed.
+pub async fn overrides_loop(outbox: Arc<dyn Outbox>, apps: Arc<Apps>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut seen: HashMap<AppId, WebhookOverride> = match outbox.load_overrides().await {
+        Ok(o) => o.into_iter().collect(),
+        Err(_) => HashMap::new(),
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let stored = match outbox.load_overrides().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook settings of other nodes");
+                continue;
+            }
+        };
+        for (app, over) in stored {
+            if seen.get(&app) == Some(&over) {
+                continue;
+            }
+            if let Some(a) = apps.get(app) {
+                a.set_webhook_override(over.clone());
+                tracing::info!(sdkappid = app, "webhook settings changed on another node: applied");
+            }
+            seen.insert(app, over);
+        }
+    }
+}

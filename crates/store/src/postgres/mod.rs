@@ -1,0 +1,1244 @@
+//! The PostgreSQL store: one database shared by any number of followd nodes.
+//!
+//! It keeps the embedded store's shape, so the graph rules and every decision run unchanged: each
+//! node has one writer thread that group-commits the write jobs queued while its previous batch was
+//! committing (one transaction, one round trip for `COMMIT`), and a pool of reader connections that
+//! run each read job in a `REPEATABLE READ` snapshot. The driver is `postgres`, the blocking client of
+//! `tokio-postgres`: the graph rules are sync closures ([`WriteTx`]), so the writer is a plain thread
+//! and the reads run on blocking threads, like the embedded store's.
+//!
+//! What keeps several nodes exact (READ COMMITTED, explicit locks):
+//! - counters are changed by `UPDATE … SET n = n + delta`, never written back from a read, so no
+//!   update is lost; a write transaction reads a user's counters `FOR UPDATE`, so a limit check
+//!   (`max_following`, `max_followers`, `max_mutual`) and the insert it allows cannot race another
+//!   node's;
+//! - the first look at a pair (`edge`) takes a transaction advisory lock on the unordered pair, so
+//!   two nodes adding `a → b` and `b → a` at once cannot both miss the mutual relation;
+//! - a mutual row is keyed and deleted by its pair, never by a recomputed time key, so clock skew
+//!   between nodes cannot leave it behind;
+//! - "newest first" is ordered by `(t, other id)`, a total order whatever the nodes' clocks;
+//! - no cache outlives a transaction (another node may delete or re-import an account at any time);
+//! - a batch that fails with a serialization failure (`40001`) or a deadlock (`40P01`) is run again,
+//!   up to [`MAX_TRIES`] times; its jobs are answered only by the run that committed;
+//! - a lost connection fails the batch with a database error (answered in the API's envelope) and the
+//!   writer and the readers reconnect on their next use: no restart is needed.
+
+mod outbox;
+pub mod schema;
+
+use followd_graph::outbox::{StoredEvent, WebhookId};
+use followd_graph::{
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView, Store,
+    StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+};
+use followd_protocol::{webhook, OptPlatform, UserId};
+use parking_lot::Mutex;
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::sqlite::{CommitHooks, Threads};
+
+/// The most write jobs one transaction takes.
+const MAX_BATCH: usize = 1024;
+/// How many times a batch is run when it keeps failing with a serialization failure or a deadlock.
+pub const MAX_TRIES: usize = 8;
+/// Reads running at once, each on its own blocking thread and connection.
+const MAX_READERS: usize = 16;
+/// How long a node's claim on its webhook events outlives its last heartbeat: past it, another node
+/// adopts them.
+pub const LEASE_MS: i64 = 10_000;
+/// How long a new connection may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a node renews its lease.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn db(e: postgres::Error) -> StoreError {
+    StoreError::database(e)
+}
+
+/// Whether running the transaction again may succeed.
+fn retryable(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A connection with its prepared statements.
+pub struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn connect(url: &str) -> StoreResult<Self> {
+        let mut config: postgres::Config = url.parse().map_err(db)?;
+        // A database host that does not answer at all fails the write or read in bounded time
+        // (the request's own deadline answers first) instead of holding the writer forever.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let client = config.connect(NoTls).map_err(db)?;
+        Ok(Conn { client, statements: HashMap::new() })
+    }
+
+    fn prepare(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query(&st, params)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<postgres::Row>, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query_opt(&st, params)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.execute(&st, params)
+    }
+
+    /// The raw client, for tools and tests.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`.
+pub struct PgStore {
+    /// This node's id for this run: it owns the webhook events it writes.
+    node: i64,
+    heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    refused: std::sync::atomic::AtomicU64,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReadPool>,
+    hooks: CommitHooks,
+}
+
+impl PgStore {
+    /// Connects to `url`, runs the migrations, and starts the writer with a write queue of
+    /// `write_queue` jobs.
+    pub fn open(url: &str, hooks: CommitHooks, write_queue: usize) -> StoreResult<Self> {
+        // The blocking client runs a runtime of its own, which may not start inside another one's
+        // task: connecting and migrating happen on a thread of their own.
+        let u = url.to_owned();
+        let node = rand::random_range(1..i64::MAX);
+        let conn = std::thread::spawn(move || {
+            let mut conn = Conn::connect(&u)?;
+            schema::migrate(&mut conn.client)?;
+            // The lease first, then the events of nodes whose lease ran out: the dispatcher's start
+            // then loads them with this node's own.
+            renew(&mut conn, node).map_err(db)?;
+            adopt(&mut conn, node, i64::MAX)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .join()
+        .map_err(|_| StoreError::database(std::io::Error::other("the migration thread panicked")))??;
+        let (tx, rx) = mpsc::channel(write_queue.max(1));
+        let writer_hooks = hooks.clone();
+        let url_w = url.to_owned();
+        let writer = std::thread::Builder::new()
+            .name("followd-pg-writer".into())
+            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node }.run(rx))
+            .map_err(StoreError::database)?;
+        let heartbeat = start_heartbeat(url.to_owned(), node)?;
+        let listener = start_listener(url.to_owned(), node, hooks.clone())?;
+        Ok(PgStore {
+            node,
+            heartbeat: Mutex::new(Some(heartbeat)),
+            listener: Mutex::new(Some(listener)),
+            jobs: Mutex::new(Some(tx)),
+            refused: 0.into(),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(ReadPool {
+                url: url.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                running: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+            }),
+            hooks,
+        })
+    }
+
+    /// The hooks this store fires after each commit.
+    pub fn hooks(&self) -> &CommitHooks {
+        &self.hooks
+    }
+
+    /// Whether the writer thread is running. PostgreSQL checkpoints by itself, so there is no
+    /// checkpointer to die: it is reported running.
+    pub fn threads(&self) -> Threads {
+        let writer = self.writer.lock().as_ref().is_some_and(|h| !h.is_finished());
+        Threads { writer, checkpointer: true }
+    }
+
+    /// Write jobs waiting for the writer, and API writes refused so far because the queue was full.
+    pub fn write_queue(&self) -> (usize, u64) {
+        let queued = self.jobs.lock().as_ref().map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        (queued, self.refused.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Stops taking writes, lets the writer commit everything queued, and waits for it.
+    pub fn close(&self) {
+        self.jobs.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+        for thread in [&self.heartbeat, &self.listener] {
+            if let Some((stop, t)) = thread.lock().take() {
+                drop(stop);
+                let _ = t.join();
+            }
+        }
+        // Closing a connection runs its runtime: off any async task.
+        let idle = std::mem::take(&mut *self.readers.idle.lock());
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+
+    /// This node's id (its webhook events carry it).
+    pub fn node(&self) -> i64 {
+        self.node
+    }
+
+    /// Takes over the pending webhook events of nodes whose lease ran out (a node that died or lost
+    /// the database for longer than [`LEASE_MS`]), up to `limit`, oldest first, and returns them for
+    /// this node's dispatcher to send.
+    pub async fn adopt_orphans(&self, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+        let node = self.node;
+        self.readers.run(move |c| adopt(c, node, limit)).await
+    }
+
+    /// Runs a closure on a pooled connection on a blocking thread (for tools and tests).
+    pub async fn with_conn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<R, postgres::Error> + Send + 'static,
+    ) -> StoreResult<R> {
+        self.readers.run(move |c| f(c).map_err(db)).await
+    }
+
+    /// Runs `f` in its own transaction on a pooled connection, retrying serialization failures.
+    async fn write_sql<R: Send + 'static>(&self, f: impl Fn(&mut Conn) -> Result<R, postgres::Error> + Send + 'static) -> StoreResult<R> {
+        self.readers
+            .run(move |c| {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    c.client.batch_execute("BEGIN").map_err(db)?;
+                    let r = f(c).and_then(|v| c.client.batch_execute("COMMIT").map(|()| v));
+                    match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) => {
+                            let _ = c.client.batch_execute("ROLLBACK");
+                            if !(retryable(&e) && tries < MAX_TRIES) {
+                                return Err(db(e));
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    fn submit(&self, job: WriteJob) -> StoreResult<()> {
+        let r = match &*self.jobs.lock() {
+            Some(tx) => tx.try_send(job),
+            None => return Err(StoreError::Closed),
+        };
+        r.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                StoreError::Busy
+            }
+            mpsc::error::TrySendError::Closed(_) => writer_gone(),
+        })
+    }
+}
+
+/// The advisory lock key of the unordered pair `{a, b}`.
+fn pair_key(a: Uid, b: Uid) -> i64 {
+    let (lo, hi) = (a.min(b), a.max(b));
+    lo.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ hi
+}
+
+/// A user's counters: its `accounts` columns plus its unfolded deltas.
+const COUNTS: &str = "SELECT (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
+     (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id WHERE a.id = $1 GROUP BY a.id";
+
+/// The advisory lock key of the counter fold (the bytes of "followd3").
+const FOLD_LOCK: i64 = 0x666f_6c6c_6f77_6433;
+
+/// Folds the counter deltas into `accounts`, on one node at a time. One statement removes the deltas
+/// it sees and adds them to their accounts, so a reader sees a user's counters before or after it,
+/// never between; deltas committed meanwhile wait for the next fold. Returns the rows folded.
+pub fn fold_counts(c: &mut Conn) -> Result<u64, postgres::Error> {
+    let mut tx = c.client.transaction()?;
+    let leader: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])?.get(0);
+    if !leader {
+        return Ok(0);
+    }
+    let n = tx.execute(
+        "WITH d AS (DELETE FROM count_deltas RETURNING uid, followers, following, mutual), \
+              s AS (SELECT uid, sum(followers) AS f, sum(following) AS g, sum(mutual) AS m FROM d GROUP BY uid) \
+         UPDATE accounts a SET followers = a.followers + s.f, following = a.following + s.g, mutual = a.mutual + s.m \
+         FROM s WHERE a.id = s.uid",
+        &[],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// The channel on which nodes tell each other about committed edge changes.
+const CHANGES_CHANNEL: &str = "followd_changes";
+/// The largest payload put in one notification (PostgreSQL's limit is 8000 bytes).
+const MAX_PAYLOAD: usize = 7_000;
+
+/// Encodes edge changes as notification payloads: the sending node on the first line, then one line
+/// per change, `app TAB from TAB to TAB added TAB mutual` (UserIDs are printable ASCII, so neither a
+/// tab nor a newline can occur in them).
+pub fn encode_changes(node: i64, changes: &[(AppId, EdgeChange)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = format!("{node}");
+    for (app, c) in changes {
+        let line = format!("\n{app}\t{}\t{}\t{}\t{}", c.from.as_str(), c.to.as_str(), u8::from(c.added), u8::from(c.mutual));
+        if cur.len() + line.len() > MAX_PAYLOAD {
+            out.push(std::mem::replace(&mut cur, format!("{node}")));
+        }
+        cur.push_str(&line);
+    }
+    out.push(cur);
+    out
+}
+
+/// Decodes a payload of [`encode_changes`]: the sending node and its changes (`None` if malformed).
+pub fn decode_changes(payload: &str) -> Option<(i64, Vec<(AppId, EdgeChange)>)> {
+    let mut lines = payload.split('\n');
+    let node = lines.next()?.parse().ok()?;
+    let mut changes = Vec::new();
+    for line in lines {
+        let mut f = line.split('\t');
+        let app = f.next()?.parse().ok()?;
+        let from = UserId::parse(f.next()?).ok()?;
+        let to = UserId::parse(f.next()?).ok()?;
+        let added = f.next()? == "1";
+        let mutual = f.next()? == "1";
+        if f.next().is_some() {
+            return None;
+        }
+        changes.push((app, EdgeChange { from, to, added, mutual }));
+    }
+    Some((node, changes))
+}
+
+/// Hears the other nodes' edge changes (`LISTEN`) and passes them to this node's live clients, on a
+/// connection of its own that it opens again whenever it is lost.
+fn start_listener(url: String, node: i64, hooks: CommitHooks) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("followd-pg-listen".into())
+        .spawn(move || {
+            let mut conn: Option<Conn> = None;
+            loop {
+                match stopped.try_recv() {
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    _ => return,
+                }
+                if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                    conn = match Conn::connect(&url).and_then(|mut c| {
+                        c.client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(db)?;
+                        Ok(c)
+                    }) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
+                            let _ = stopped.recv_timeout(std::time::Duration::from_secs(1));
+                            continue;
+                        }
+                    };
+                }
+                let c = conn.as_mut().expect("connected above");
+                let mut heard = Vec::new();
+                let mut failed = false;
+                {
+                    let mut notifications = c.client.notifications();
+                    let mut iter = notifications.timeout_iter(std::time::Duration::from_millis(250));
+                    loop {
+                        match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
+                            Ok(Some(n)) => heard.push(n),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "lost the connection that listens for other nodes' changes");
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if heard.len() >= 256 {
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    conn = None;
+                }
+                let listening = hooks.changes.receiver_count() > 0 && hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                for n in heard {
+                    match decode_changes(n.payload()) {
+                        Some((from, _)) if from == node => {}
+                        Some((_, changes)) if listening && !changes.is_empty() => {
+                            let _ = hooks.changes.send(Arc::new(changes));
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!(channel = n.channel(), "a malformed change notification was ignored"),
+                    }
+                }
+            }
+        })
+        .map_err(StoreError::database)?;
+    Ok((stop, t))
+}
+
+/// Renews this node's lease.
+fn renew(c: &mut Conn, node: i64) -> Result<(), postgres::Error> {
+    let now = now_micros() / 1000;
+    c.execute(
+        "INSERT INTO nodes(id, seen_ms, started_ms) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+        &[&node, &now],
+    )
+    .map(drop)
+}
+
+/// Moves pending events of nodes without a live lease to `node`, in one statement that skips rows
+/// another node is adopting at the same moment, so each event gets one new owner.
+fn adopt(c: &mut Conn, node: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+    let live_since = now_micros() / 1000 - LEASE_MS;
+    let rows = c
+        .query(
+            concat!(
+                "UPDATE events SET node = $1 WHERE id IN (SELECT id FROM events WHERE state = 0 AND node <> $1 \
+             AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+                outbox::event_columns!()
+            ),
+            &[&node, &live_since, &limit],
+        )
+        .map_err(db)?;
+    let mut events = outbox::events(rows)?;
+    events.sort_by_key(|e| e.id);
+    if !events.is_empty() {
+        tracing::info!(events = events.len(), "adopted the pending webhooks of a node whose lease ran out");
+    }
+    // Leases long gone are forgotten (their events were adopted above or by another node).
+    c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)?;
+    Ok(events)
+}
+
+/// Renews the lease every [`HEARTBEAT`] on a connection of its own, reconnecting as needed.
+fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("followd-pg-lease".into())
+        .spawn(move || {
+            let mut conn: Option<Conn> = None;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                    conn = Conn::connect(&url).map_err(|e| tracing::warn!(error = %e, "lease: cannot connect to PostgreSQL")).ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    if let Err(e) = renew(c, node) {
+                        tracing::warn!(error = %e, "cannot renew this node's lease");
+                    }
+                    // A deadlock with a writer is harmless here: the deltas wait for the next fold.
+                    if let Err(e) = fold_counts(c) {
+                        tracing::debug!(error = %e, "counter fold skipped");
+                    }
+                }
+            }
+            // A node that stops cleanly gives its lease up at once: its pending events are adopted
+            // by the next node that looks.
+            let conn = conn.filter(|c| !c.client.is_closed()).or_else(|| Conn::connect(&url).ok());
+            if let Some(mut c) = conn {
+                let _ = c.execute("DELETE FROM nodes WHERE id = $1", &[&node]);
+            }
+        })
+        .map_err(StoreError::database)?;
+    Ok((stop, t))
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::database(std::io::Error::other("the writer thread has stopped"))
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for PgStore {
+    fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
+        self.submit(job)
+    }
+
+    fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let Some(tx) = self.jobs.lock().clone() else { return Err(StoreError::Closed) };
+            tx.send(job).await.map_err(|_| writer_gone())
+        })
+    }
+
+    fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(self.readers.run(move |conn| {
+            conn.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(db)?;
+            let mut view = PgReadView { conn, failed: None };
+            job(&mut view);
+            let failed = view.failed.take();
+            let _ = conn.client.batch_execute("COMMIT");
+            failed.map_or(Ok(()), Err)
+        }))
+    }
+}
+
+struct ReadPool {
+    url: String,
+    idle: Mutex<Vec<Conn>>,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+impl ReadPool {
+    /// Runs `f` on a pooled connection on a blocking thread, at most [`MAX_READERS`] at once. A
+    /// connection found closed after `f` (the server went away) is dropped; the next use connects anew.
+    async fn run<R: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&mut Conn) -> StoreResult<R> + Send + 'static) -> StoreResult<R> {
+        let running = self.running.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            let mut conn = match pool.idle.lock().pop() {
+                Some(c) => c,
+                None => Conn::connect(&pool.url)?,
+            };
+            let r = f(&mut conn);
+            if !conn.client.is_closed() {
+                pool.idle.lock().push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The writer thread of one node.
+struct Writer {
+    node: i64,
+    url: String,
+    conn: Option<Conn>,
+    last_key: TimeKey,
+    hooks: CommitHooks,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteJob>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::with_capacity(64);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        tracing::debug!("PostgreSQL writer stopped");
+    }
+
+    /// Commits a batch. When it conflicts with another node (a deadlock or a serialization failure),
+    /// its jobs are run again one transaction each, so that one job's conflict no longer holds back
+    /// the others and each transaction holds few locks; a job that keeps conflicting is run again
+    /// after a short random pause, up to [`MAX_TRIES`] times, before its failure is answered.
+    fn run_batch(&mut self, mut batch: Vec<WriteJob>) {
+        fail::fail_point!("writer-batch");
+        let listening = self.hooks.changes.receiver_count() > 0 && self.hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        let single = batch.len() == 1;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (done, result) = self.try_batch(&mut batch, listening);
+            match result {
+                Ok((events, changes)) => {
+                    done.into_iter().for_each(|c| c(Ok(())));
+                    if let (false, Some(hook)) = (events.is_empty(), &self.hooks.events) {
+                        let _ = hook.send(events);
+                    }
+                    if !changes.is_empty() {
+                        let _ = self.hooks.changes.send(Arc::new(changes));
+                    }
+                    return;
+                }
+                Err((e, true)) if !single => {
+                    tracing::debug!(error = %e, jobs = batch.len(), "write batch conflicted with another node; running its jobs one by one");
+                    drop(done);
+                    for job in batch {
+                        self.run_batch(vec![job]);
+                    }
+                    return;
+                }
+                Err((e, true)) if tries < MAX_TRIES => {
+                    tracing::debug!(error = %e, tries, "write conflicted with another node; running it again");
+                    drop(done);
+                    std::thread::sleep(std::time::Duration::from_micros(rand::random_range(0..2_000u64 << tries)));
+                }
+                Err((e, _)) => {
+                    tracing::error!(error = %e, "write batch rolled back");
+                    done.into_iter().for_each(|c| c(Err(&e)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the batch once: the completions of its jobs, and the commit's outcome (with whether a
+    /// retry may cure a failure).
+    #[allow(clippy::type_complexity)]
+    fn try_batch(
+        &mut self,
+        batch: &mut [WriteJob],
+        listening: bool,
+    ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>), (StoreError, bool)>) {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = None;
+            match Conn::connect(&self.url) {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot connect to PostgreSQL");
+                    return (Vec::new(), Err((e, false)));
+                }
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let now_ms = (now_micros() / 1000) as u64;
+        let mut tx = PgWriteTx {
+            node: self.node,
+            conn,
+            last_key: &mut self.last_key,
+            counts: HashMap::new(),
+            locked_pairs: HashSet::new(),
+            deleting: HashMap::new(),
+            ids: HashMap::new(),
+            accounts: HashMap::new(),
+            edges: HashMap::new(),
+            now_ms,
+            failed: None,
+            retry: false,
+            events: Vec::new(),
+            // Always: clients of other nodes may be listening.
+            collect_changes: true,
+            changes: Vec::new(),
+        };
+        if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
+            let retry = retryable(&e);
+            return (Vec::new(), Err((db(e), retry)));
+        }
+        let done: Vec<Completion> = batch.iter_mut().map(|j| j(&mut tx)).collect();
+        let outcome = tx.finish().and_then(|()| tx.notify_changes()).and_then(|()| tx.guard(|c| c.client.batch_execute("COMMIT")));
+        match outcome {
+            Ok(()) => {
+                let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
+                if !listening {
+                    changes.clear();
+                }
+                (done, Ok((events, changes)))
+            }
+            Err(e) => {
+                let retry = tx.retry;
+                let _ = tx.conn.client.batch_execute("ROLLBACK");
+                (done, Err((e, retry)))
+            }
+        }
+    }
+}
+
+/// One batch's transaction as the graph rules see it.
+struct PgWriteTx<'w> {
+    node: i64,
+    conn: &'w mut Conn,
+    last_key: &'w mut TimeKey,
+    /// id → (stored counts if read, delta of this batch); stored ones are read after locking the
+    /// account's row, deltas are only added up (so a followee's row is not locked by a follow).
+    counts: HashMap<Uid, (Option<Counts>, Counts)>,
+    /// Unordered pairs whose advisory lock this transaction holds.
+    locked_pairs: HashSet<(Uid, Uid)>,
+    /// app → its unfinished deletion jobs, read once per transaction.
+    deleting: HashMap<AppId, Vec<Uid>>,
+    /// (app, UserID) → id of the accounts this transaction looked up: a cache for this transaction
+    /// only (another node may delete or import accounts between two transactions).
+    ids: HashMap<(AppId, UserId), Uid>,
+    /// id → (app, UserID), likewise.
+    accounts: HashMap<Uid, (AppId, UserId)>,
+    /// Edges of pairs whose lock this transaction holds, as read or written by it (no other
+    /// transaction can change them until it ends).
+    edges: HashMap<(Uid, Uid), Option<TimeKey>>,
+    now_ms: u64,
+    failed: Option<StoreError>,
+    /// Whether the failure is one a new run may cure.
+    retry: bool,
+    events: Vec<StoredEvent>,
+    collect_changes: bool,
+    changes: Vec<(AppId, EdgeChange)>,
+}
+
+impl PgWriteTx<'_> {
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>) -> StoreResult<T> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        f(self.conn).map_err(|e| {
+            self.retry = retryable(&e);
+            let e = db(e);
+            self.failed = Some(e.clone());
+            e
+        })
+    }
+
+    fn fail(&mut self, e: StoreError) -> StoreError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    /// Writes the counter deltas as rows of `count_deltas` (folded into `accounts` later by
+    /// [`fold_counts`]), in one statement; called once before commit.
+    fn finish(&mut self) -> StoreResult<()> {
+        let mut counts: Vec<(Uid, Counts)> =
+            std::mem::take(&mut self.counts).into_iter().map(|(u, (_, d))| (u, d)).filter(|(_, d)| *d != Counts::default()).collect();
+        if counts.is_empty() {
+            return Ok(());
+        }
+        counts.sort_by_key(|&(u, _)| u);
+        let uids: Vec<i64> = counts.iter().map(|c| c.0).collect();
+        let followers: Vec<i64> = counts.iter().map(|c| c.1.followers).collect();
+        let following: Vec<i64> = counts.iter().map(|c| c.1.following).collect();
+        let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
+        self.guard(|c| {
+            c.execute(
+                "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
+                 SELECT a.app, x.uid, x.f, x.g, x.m FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(uid, f, g, m) \
+                 JOIN accounts a ON a.id = x.uid",
+                &[&uids, &followers, &following, &mutual],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Tells the other nodes about this transaction's edge changes: `NOTIFY` is delivered on commit
+    /// only, in commit order, to every node listening (this one skips its own).
+    fn notify_changes(&mut self) -> StoreResult<()> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let payloads = encode_changes(self.node, &self.changes);
+        self.guard(|c| {
+            for p in &payloads {
+                c.execute("SELECT pg_notify('followd_changes', $1)", &[p])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn app_of(&mut self, uid: Uid) -> StoreResult<i64> {
+        if let Some((app, _)) = self.accounts.get(&uid) {
+            return Ok(*app as i64);
+        }
+        self.guard(|c| Ok(c.query_opt("SELECT app FROM accounts WHERE id = $1", &[&uid])?.map_or(0, |r| r.get(0))))
+    }
+
+    fn remember(&mut self, app: AppId, user: &UserId, uid: Uid) {
+        self.ids.insert((app, user.clone()), uid);
+        self.accounts.insert(uid, (app, user.clone()));
+    }
+}
+
+fn parse_user(name: &str) -> StoreResult<UserId> {
+    UserId::parse(name).map_err(StoreError::database)
+}
+
+impl WriteTx for PgWriteTx<'_> {
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
+        if let Some(&uid) = self.ids.get(&(app, user.clone())) {
+            return Ok(Some(uid));
+        }
+        let a = app as i64;
+        let found: Option<Uid> = self.guard(|c| {
+            Ok(c.query_opt("SELECT id FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted", &[&a, &user.as_str()])?
+                .map(|r| r.get(0)))
+        })?;
+        if let Some(uid) = found {
+            self.remember(app, user, uid);
+        }
+        Ok(found)
+    }
+
+    fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
+        if let Some((_, user)) = self.accounts.get(&uid) {
+            return Ok(user.clone());
+        }
+        let name: Option<String> =
+            self.guard(|c| Ok(c.query_opt("SELECT user_id FROM accounts WHERE id = $1", &[&uid])?.map(|r| r.get(0))))?;
+        let Some(name) = name else {
+            // Removed by another node's deletion job since this transaction saw it: run it again.
+            self.retry = true;
+            return Err(self.fail(StoreError::database(std::io::Error::other(format!("account {uid} is gone")))));
+        };
+        parse_user(&name).map_err(|e| self.fail(e))
+    }
+
+    fn upsert_account(&mut self, app: AppId, user: &UserId, nick: Option<&str>, face_url: Option<&str>) -> StoreResult<(Uid, bool)> {
+        let app_id = app;
+        let app = app as i64;
+        // Inserting first makes a concurrent import of the same name on another node wait for this
+        // transaction on the unique index, instead of both creating it.
+        let created: Option<Uid> = self.guard(|c| {
+            Ok(c.query_opt(
+                "INSERT INTO accounts(app, user_id, nick, face_url) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (app, user_id) WHERE NOT deleted DO NOTHING RETURNING id",
+                &[&app, &user.as_str(), &nick, &face_url],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        if let Some(id) = created {
+            self.remember(app_id, user, id);
+            return Ok((id, true));
+        }
+        let id: Uid = self.guard(|c| {
+            let row = c.query_opt(
+                "SELECT id, nick, face_url FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted FOR UPDATE",
+                &[&app, &user.as_str()],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let (id, old_nick, old_face): (i64, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+            let nick_changed = nick.is_some() && nick != old_nick.as_deref();
+            let face_changed = face_url.is_some() && face_url != old_face.as_deref();
+            if nick_changed || face_changed {
+                c.execute(
+                    "UPDATE accounts SET nick = coalesce($2, nick), face_url = coalesce($3, face_url), profile_seq = profile_seq + 1 WHERE id = $1",
+                    &[&id, &nick, &face_url],
+                )?;
+            }
+            Ok(Some(id))
+        })?
+        .ok_or_else(|| StoreError::database(std::io::Error::other("the account was deleted while it was imported")))
+        .map_err(|e| self.fail(e))?;
+        self.remember(app_id, user, id);
+        Ok((id, false))
+    }
+
+    fn delete_account(&mut self, uid: Uid) -> StoreResult<()> {
+        self.guard(|c| {
+            c.execute("DELETE FROM accounts WHERE id = $1", &[&uid])?;
+            c.execute("DELETE FROM count_deltas WHERE uid = $1", &[&uid])?;
+            c.execute("DELETE FROM deletions WHERE account = $1", &[&uid])
+        })?;
+        self.counts.remove(&uid);
+        if let Some(key) = self.accounts.remove(&uid) {
+            if self.ids.get(&key) == Some(&uid) {
+                self.ids.remove(&key);
+            }
+        }
+        for d in self.deleting.values_mut() {
+            d.retain(|&x| x != uid);
+        }
+        Ok(())
+    }
+
+    fn tombstone(&mut self, job: &Deletion) -> StoreResult<()> {
+        let now_ms = self.now_ms as i64;
+        let app = job.app as i64;
+        self.guard(|c| {
+            c.execute("UPDATE accounts SET deleted = true WHERE id = $1", &[&job.uid])?;
+            c.execute(
+                "INSERT INTO deletions(account, app, user_id, client_ip, platform, notify, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&job.uid, &app, &job.user.as_str(), &job.origin.client_ip, &job.origin.platform.as_str(), &job.notify, &now_ms],
+            )
+        })?;
+        if let Some(d) = self.deleting.get_mut(&job.app) {
+            d.push(job.uid);
+        }
+        // The name belongs to no one now (a re-import makes a new account); the id keeps its name
+        // for the events of the job.
+        let key = (job.app, job.user.clone());
+        if self.ids.get(&key) == Some(&job.uid) {
+            self.ids.remove(&key);
+        }
+        self.accounts.insert(job.uid, key);
+        Ok(())
+    }
+
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>> {
+        if let Some(d) = self.deleting.get(&app) {
+            return Ok(d.clone());
+        }
+        let a = app as i64;
+        let d: Vec<Uid> = self.guard(|c| {
+            Ok(c.query("SELECT account FROM deletions WHERE app = $1 ORDER BY created_ms, account", &[&a])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })?;
+        self.deleting.insert(app, d.clone());
+        Ok(d)
+    }
+
+    fn deletion(&mut self, uid: Uid) -> StoreResult<Option<Deletion>> {
+        let row =
+            self.guard(|c| c.query_opt("SELECT app, user_id, client_ip, platform, notify FROM deletions WHERE account = $1", &[&uid]))?;
+        let Some(row) = row else { return Ok(None) };
+        let user = parse_user(row.get(1)).map_err(|e| self.fail(e))?;
+        let origin = Origin { client_ip: row.get(2), platform: OptPlatform::parse(row.get(3)) };
+        Ok(Some(Deletion { uid, app: row.get::<_, i64>(0) as AppId, user, origin, notify: row.get(4) }))
+    }
+
+    fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>> {
+        if let Some(&known) = self.edges.get(&(src, dst)) {
+            return Ok(known);
+        }
+        let pair = (src.min(dst), src.max(dst));
+        if self.locked_pairs.insert(pair) {
+            // One lock per unordered pair: the check of both directions and the writes that follow
+            // are atomic against another node's transaction on the same pair.
+            let key = pair_key(src, dst);
+            self.guard(|c| c.execute("SELECT pg_advisory_xact_lock($1)", &[&key]))?;
+        }
+        let t: Option<TimeKey> =
+            self.guard(|c| Ok(c.query_opt("SELECT t FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst])?.map(|r| r.get(0))))?;
+        self.edges.insert((src, dst), t);
+        Ok(t)
+    }
+
+    fn prefetch(&mut self, app: AppId, from: &UserId, targets: &[UserId]) -> StoreResult<()> {
+        // 1. The accounts, in one statement.
+        let mut names: Vec<&str> =
+            std::iter::once(from).chain(targets).filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).map(UserId::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.is_empty() {
+            let a = app as i64;
+            let rows = self.guard(|c| {
+                c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &names])
+            })?;
+            for r in rows {
+                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+                self.remember(app, &user, r.get(0));
+            }
+        }
+        let Some(&src) = self.ids.get(&(app, from.clone())) else { return Ok(()) };
+        // 2. The pairs' locks, in one statement and in key order (two nodes locking overlapping
+        //    sets this way wait for each other instead of deadlocking).
+        let mut dsts: Vec<Uid> = targets.iter().filter_map(|t| self.ids.get(&(app, t.clone())).copied()).filter(|&d| d != src).collect();
+        dsts.sort_unstable();
+        dsts.dedup();
+        let mut keys: Vec<i64> =
+            dsts.iter().filter(|&&d| self.locked_pairs.insert((src.min(d), src.max(d)))).map(|&d| pair_key(src, d)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        self.guard(|c| c.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", &[&keys]))?;
+        // 3. Both directions of every pair, read after the locks so that they are current.
+        let unknown: Vec<Uid> =
+            dsts.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
+        let rows = self.guard(|c| {
+            c.query("SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst = $1 AND src = ANY($2))", &[&src, &unknown])
+        })?;
+        for &d in &unknown {
+            self.edges.entry((src, d)).or_insert(None);
+            self.edges.entry((d, src)).or_insert(None);
+        }
+        for r in rows {
+            self.edges.insert((r.get(0), r.get(1)), Some(r.get(2)));
+        }
+        Ok(())
+    }
+
+    fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
+        let app = self.app_of(src)?;
+        self.guard(|c| c.execute("INSERT INTO edges(app, src, dst, t) VALUES ($1, $2, $3, $4)", &[&app, &src, &dst, &key]).map(drop))?;
+        self.edges.insert((src, dst), Some(key));
+        Ok(())
+    }
+
+    fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
+        let n = self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]))?;
+        if n == 0 {
+            // The rules remove only an edge they saw, but a deletion job saw it in a list read before
+            // it held the pair's lock: another node removed it since (its own job, or an unfollow).
+            // The counters must not be decremented twice: the transaction is run again, and then
+            // the edge is no longer listed.
+            self.retry = true;
+            return Err(self.fail(StoreError::database(std::io::Error::other(
+                "an edge was removed by another node during this transaction; running it again",
+            ))));
+        }
+        self.edges.insert((src, dst), None);
+        Ok(())
+    }
+
+    fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()> {
+        let app = self.app_of(a)?;
+        self.guard(|c| {
+            c.execute("INSERT INTO mutual(app, a, b, t) VALUES ($1, $2, $3, $4), ($1, $3, $2, $4)", &[&app, &a, &b, &key]).map(drop)
+        })
+    }
+
+    fn delete_mutual(&mut self, a: Uid, b: Uid, _key: TimeKey) -> StoreResult<()> {
+        // By the pair, not by the key: a key recomputed from two follow times taken on nodes with
+        // skewed clocks could name no row.
+        self.guard(|c| c.execute("DELETE FROM mutual WHERE (a = $1 AND b = $2) OR (a = $2 AND b = $1)", &[&a, &b]).map(drop))
+    }
+
+    fn out_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.guard(|c| {
+            Ok(c.query("SELECT dst, t FROM edges WHERE src = $1 ORDER BY dst LIMIT $2", &[&uid, &limit])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn in_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.guard(|c| {
+            Ok(c.query("SELECT src, t FROM edges WHERE dst = $1 ORDER BY t, src LIMIT $2", &[&uid, &limit])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
+        let (base, d) = self.counts.get(&uid).copied().unwrap_or_default();
+        let base = match base {
+            Some(b) => b,
+            None => {
+                // Lock first, then read in a statement of its own: its fresh snapshot sees every
+                // delta committed by the transactions this lock waited for. A limit checked on these
+                // counters holds until this transaction commits.
+                let b = self.guard(|c| {
+                    c.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&uid])?;
+                    Ok(c.query_opt(COUNTS, &[&uid])?.map_or(Counts::default(), |r| Counts {
+                        followers: r.get(0),
+                        following: r.get(1),
+                        mutual: r.get(2),
+                    }))
+                })?;
+                self.counts.insert(uid, (Some(b), d));
+                b
+            }
+        };
+        Ok(Counts { followers: base.followers + d.followers, following: base.following + d.following, mutual: base.mutual + d.mutual })
+    }
+
+    fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()> {
+        let (_, d) = self.counts.entry(uid).or_default();
+        d.followers += delta.followers;
+        d.following += delta.following;
+        d.mutual += delta.mutual;
+        Ok(())
+    }
+
+    fn next_key(&mut self) -> TimeKey {
+        *self.last_key = followd_graph::key_of_micros(now_micros()).max(*self.last_key + 1);
+        *self.last_key
+    }
+
+    fn emit(&mut self, ev: NewEvent) -> StoreResult<()> {
+        let body = webhook::body(ev.command, ev.from.as_str(), &ev.targets, self.now_ms);
+        let now_ms = self.now_ms as i64;
+        let uuid = uuid::Builder::from_unix_timestamp_millis(self.now_ms, &rand::random::<[u8; 10]>()).into_uuid();
+        let (app, node) = (ev.app as i64, self.node);
+        let id: i64 = self.guard(|c| {
+            Ok(c.query_opt(
+                "INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) RETURNING id",
+                &[
+                    &app,
+                    &&uuid.as_bytes()[..],
+                    &ev.command.as_str(),
+                    &ev.from.as_str(),
+                    &body,
+                    &ev.origin.client_ip,
+                    &ev.origin.platform.as_str(),
+                    &now_ms,
+                    &node,
+                ],
+            )?
+            .map_or(0, |r| r.get(0)))
+        })?;
+        self.events.push(StoredEvent {
+            id,
+            webhook_id: WebhookId::Uuid(uuid),
+            app: ev.app,
+            command: ev.command,
+            from: ev.from.to_string(),
+            body,
+            client_ip: ev.origin.client_ip,
+            platform: ev.origin.platform,
+            created_ms: now_ms,
+            retries: 0,
+            next_at_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    fn changed(&mut self, app: AppId, change: EdgeChange) {
+        if self.collect_changes {
+            self.changes.push((app, change));
+        }
+    }
+}
+
+struct PgReadView<'c> {
+    conn: &'c mut Conn,
+    failed: Option<StoreError>,
+}
+
+impl PgReadView<'_> {
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>) -> StoreResult<T> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        f(self.conn).map_err(|e| {
+            let e = db(e);
+            self.failed = Some(e.clone());
+            e
+        })
+    }
+}
+
+/// The list queries: keyset pages, newest first, `(t, other)` strictly below the cursor, leaving out
+/// accounts being deleted before the `LIMIT`.
+const LIST_FOLLOWERS: &str = "SELECT e.src, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e \
+     JOIN accounts a ON a.id = e.src WHERE e.dst = $1 AND (e.t, e.src) < ($2, $3) AND NOT a.deleted \
+     ORDER BY e.t DESC, e.src DESC LIMIT $4";
+const LIST_FOLLOWING: &str = "SELECT e.dst, e.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM edges e \
+     JOIN accounts a ON a.id = e.dst WHERE e.src = $1 AND (e.t, e.dst) < ($2, $3) AND NOT a.deleted \
+     ORDER BY e.t DESC, e.dst DESC LIMIT $4";
+const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.profile_seq FROM mutual m \
+     JOIN accounts a ON a.id = m.b WHERE m.a = $1 AND (m.t, m.b) < ($2, $3) AND NOT a.deleted \
+     ORDER BY m.t DESC, m.b DESC LIMIT $4";
+
+impl ReadView for PgReadView<'_> {
+    fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
+        let app = app as i64;
+        self.guard(|c| {
+            Ok(c.query_opt("SELECT id FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted", &[&app, &user.as_str()])?
+                .map(|r| r.get(0)))
+        })
+    }
+
+    fn has_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<bool> {
+        self.guard(|c| Ok(c.query_opt("SELECT 1 FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst])?.is_some()))
+    }
+
+    fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
+        self.guard(|c| {
+            let row = c.query_opt(COUNTS, &[&uid])?;
+            Ok(row.map_or(Counts::default(), |r| Counts { followers: r.get(0), following: r.get(1), mutual: r.get(2) }))
+        })
+    }
+
+    fn deleting(&mut self, app: AppId) -> StoreResult<Vec<Uid>> {
+        let app = app as i64;
+        self.guard(|c| Ok(c.query("SELECT account FROM deletions WHERE app = $1", &[&app])?.iter().map(|r| r.get(0)).collect()))
+    }
+
+    fn deletions(&mut self) -> StoreResult<Vec<Uid>> {
+        self.guard(|c| Ok(c.query("SELECT account FROM deletions ORDER BY created_ms, account", &[])?.iter().map(|r| r.get(0)).collect()))
+    }
+
+    fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>> {
+        let app = app as i64;
+        self.guard(|c| {
+            Ok(c.query_opt(
+                "SELECT nick, face_url, profile_seq FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted",
+                &[&app, &user.as_str()],
+            )?
+            .map(|r| Profile { nick: r.get(0), face_url: r.get(1), sequence: r.get(2) }))
+        })
+    }
+
+    fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>> {
+        let sql = match kind {
+            ListKind::Followers => LIST_FOLLOWERS,
+            ListKind::Following => LIST_FOLLOWING,
+            ListKind::Mutual => LIST_MUTUAL,
+        };
+        let (key, other) = after.map_or((i64::MAX, i64::MAX), |c| (c.key, c.uid));
+        let limit = limit as i64;
+        let rows = self.guard(|c| c.query(sql, &[&uid, &key, &other, &limit]))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let user = match parse_user(r.get(2)) {
+                Ok(u) => u,
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            };
+            out.push(ListEntry {
+                uid: r.get(0),
+                key: r.get(1),
+                user,
+                profile: Profile { nick: r.get(3), face_url: r.get(4), sequence: r.get(5) },
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_notifications_split_under_the_payload_limit_and_decode_back() {
+        let long = "x".repeat(28);
+        let changes: Vec<(AppId, EdgeChange)> = (0..400)
+            .map(|i| {
+                let from = UserId::parse(&format!("{long}{i}")).unwrap();
+                let to = UserId::parse(&format!("to {i}\\")).unwrap();
+                (1_400_000_000 + (i % 3) as AppId, EdgeChange { from, to, added: i % 2 == 0, mutual: i % 5 == 0 })
+            })
+            .collect();
+        let payloads = encode_changes(-7, &changes);
+        assert!(payloads.len() > 1, "{} bytes in one payload", payloads[0].len());
+        let mut back = Vec::new();
+        for p in &payloads {
+            assert!(p.len() <= MAX_PAYLOAD);
+            let (node, c) = decode_changes(p).unwrap();
+            assert_eq!(node, -7);
+            back.extend(c);
+        }
+        assert_eq!(back, changes);
+        for bad in ["", "x", "1\n5\ta\tb\t1", "1\n5\ta\tb\t1\t0\t9", "1\nq\ta\tb\t1\t0"] {
+            assert_eq!(decode_changes(bad), None, "{bad:?}");
+        }
+    }
+}
