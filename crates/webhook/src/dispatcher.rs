@@ -342,7 +342,7 @@ impl Actor {
                         }
                     }
                 }
-                self.metrics.attempt(result.outcome, result.duration.as_secs_f64());
+                self.metrics.attempt(key.0, result.outcome, result.duration.as_secs_f64());
                 let app = key.0;
                 self.finish(key, ev, &ep.schedule, result);
                 if !self.stopping {
