@@ -10,6 +10,7 @@ use followd_graph::outbox::{Outcome, StoredEvent, WebhookId};
 use followd_protocol::api::reply::{EventItem, FollowEntry};
 use followd_protocol::api::{Api, ApiError, Family};
 use followd_protocol::{usersig, CallbackCommand, OptPlatform};
+use followd_webhook::breaker::Breaker;
 use maud::{html, Markup};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -229,11 +230,20 @@ pub async fn overview(State(c): C, headers: HeaderMap, Path(app): Path<String>) 
     let oldest = c.st.outbox.load_pending(s.app, 0, 1).await.ok().and_then(|v| v.first().map(|e| e.created_ms));
     let snap = c.st.metrics.webhook.recent.snapshot(s.app, now_secs());
     let ep = c.st.apps.get(s.app).and_then(|a| a.endpoint());
+    let breaker = match c.st.dispatcher.breaker(s.app).await {
+        None | Some(Breaker::Closed { failures: 0 }) => "closed".to_string(),
+        Some(Breaker::Closed { failures }) => format!("closed ({failures} failures in a row)"),
+        Some(Breaker::Open { until, .. }) => {
+            format!("open: next probe in {:.0} s", until.saturating_duration_since(std::time::Instant::now()).as_secs_f64().ceil())
+        }
+        Some(Breaker::HalfOpen { .. }) => "half-open: probing".to_string(),
+    };
     let body = html! {
         section.stats {
             div.stat { span.label { "Pending events" } span.value id="pending" { (pending.as_ref().map_or("?".into(), |n| capped(*n))) } }
             div.stat { span.label { "Dead events" } span.value id="dead" { (dead.as_ref().map_or("?".into(), |n| capped(*n))) } }
             div.stat { span.label { "Oldest pending" } span.value id="oldest" { (oldest.map_or("none".into(), ago)) } }
+            div.stat { span.label { "Circuit breaker" } span.value.small id="breaker" { (breaker) } }
             div.stat { span.label { "Webhook" } span.value.small { (ep.as_ref().map_or("off".to_string(), |e| followd_webhook::dispatcher::redacted(&e.url).to_string())) } }
         }
         @if let Err(e) = &pending { (api_error(e)) }
@@ -531,17 +541,45 @@ fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
-/// Finds an event by its WebhookId: a UUIDv7 carries its commit time, so one millisecond of the log
-/// is searched; a legacy `evt_<EventId>` is the event id itself.
+/// One page of the log through `list_events`.
+async fn list(c: &Console, s: &Session, req: serde_json::Value) -> Result<Vec<EventItem>, ApiError> {
+    match run(c, s, Api::ListEvents, req).await? {
+        Reply::Events(p) => Ok(p.events),
+        _ => Ok(vec![]),
+    }
+}
+
+/// Finds an event by its WebhookId. A legacy `evt_<EventId>` is the event id itself. A UUIDv7
+/// carries its commit time, and ids grow with commit time, so a binary search over ids (each probe
+/// one indexed row) finds where that millisecond ends; the event is just below. If clocks went
+/// backwards and it is not there, the millisecond's events are searched by time.
 async fn find_event(c: &Console, s: &Session, id: &str) -> Result<Option<EventItem>, ApiError> {
     let Some(wid) = WebhookId::parse(id) else { return Ok(None) };
-    let mut req = match wid {
-        WebhookId::Legacy(n) => serde_json::json!({"Cursor": (n + 1).to_string(), "Limit": 1}),
+    let ms = match wid {
+        WebhookId::Legacy(n) => {
+            let rows = list(c, s, serde_json::json!({"Cursor": (n + 1).to_string(), "Limit": 1})).await?;
+            return Ok(rows.into_iter().find(|e| e.webhook_id == id));
+        }
         WebhookId::Uuid(u) => {
-            let ms = u.get_timestamp().map(|t| t.to_unix()).map_or(0, |(secs, nanos)| secs as i64 * 1000 + nanos as i64 / 1_000_000);
-            serde_json::json!({"StartTime": ms, "EndTime": ms + 1, "Limit": 1000})
+            u.get_timestamp().map(|t| t.to_unix()).map_or(0, |(secs, nanos)| secs as i64 * 1000 + nanos as i64 / 1_000_000)
         }
     };
+    let Some(newest) = list(c, s, serde_json::json!({"Limit": 1})).await?.into_iter().next() else { return Ok(None) };
+    // The smallest cursor whose event below was created after `ms`.
+    let (mut lo, mut hi) = (1i64, newest.event_id + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let below = list(c, s, serde_json::json!({"Cursor": (mid + 1).to_string(), "Limit": 1})).await?;
+        match below.first() {
+            Some(e) if e.created > ms => hi = mid,
+            _ => lo = mid + 1,
+        }
+    }
+    let near = list(c, s, serde_json::json!({"Cursor": (lo + 1).to_string(), "Limit": 200})).await?;
+    if let Some(e) = near.into_iter().find(|e| e.webhook_id == id) {
+        return Ok(Some(e));
+    }
+    let mut req = serde_json::json!({"StartTime": ms, "EndTime": ms + 1, "Limit": 1000});
     for _ in 0..20 {
         let page = match run(c, s, Api::ListEvents, req.clone()).await? {
             Reply::Events(p) => p,
@@ -550,7 +588,7 @@ async fn find_event(c: &Console, s: &Session, id: &str) -> Result<Option<EventIt
         if let Some(found) = page.events.into_iter().find(|e| e.webhook_id == id) {
             return Ok(Some(found));
         }
-        if page.next_cursor.is_empty() || matches!(wid, WebhookId::Legacy(_)) {
+        if page.next_cursor.is_empty() {
             return Ok(None);
         }
         req["Cursor"] = page.next_cursor.into();

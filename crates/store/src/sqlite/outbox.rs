@@ -150,26 +150,47 @@ impl Outbox for SqliteStore {
 
     fn list_events(&self, app: AppId, f: EventFilter) -> BoxFuture<'_, StoreResult<Vec<EventRow>>> {
         Box::pin(self.read_sql(move |c| {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE app = ?1 AND id < ?2 \
-                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR from_account = ?4) AND (?5 IS NULL OR command = ?5) \
-                 AND (?6 IS NULL OR created_ms >= ?6) AND (?7 IS NULL OR created_ms < ?7) ORDER BY id DESC LIMIT ?8"
-            );
+            // Only the filters given are in the SQL, and a state is written as a literal, so the
+            // planner can use the partial indexes `events_pending` and `events_dead` (an
+            // `?n IS NULL OR …` condition hides them and walks every event of the app).
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE app = ?1 AND id < ?2");
+            if let Some(state) = f.state {
+                sql.push_str(&format!(" AND state = {}", state as i64));
+            }
+            for (value, cond) in [
+                (f.from.is_some(), " AND from_account = ?3"),
+                (f.command.is_some(), " AND command = ?4"),
+                (f.start_ms.is_some(), " AND created_ms >= ?5"),
+                (f.end_ms.is_some(), " AND created_ms < ?6"),
+            ] {
+                if value {
+                    sql.push_str(cond);
+                }
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?7");
             let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(
-                params![
-                    app as i64,
-                    f.before_id.unwrap_or(i64::MAX),
-                    f.state.map(|s| s as i64),
-                    f.from,
-                    f.command.map(|c| c.as_str()),
-                    f.start_ms,
-                    f.end_ms,
-                    f.limit as i64
-                ],
-                row_of,
-            )?;
-            rows.collect()
+            let mut bind = |i: usize, v: &dyn rusqlite::ToSql| st.raw_bind_parameter(i, v);
+            bind(1, &(app as i64))?;
+            bind(2, &f.before_id.unwrap_or(i64::MAX))?;
+            if let Some(v) = &f.from {
+                bind(3, v)?;
+            }
+            if let Some(v) = f.command {
+                bind(4, &v.as_str())?;
+            }
+            if let Some(v) = f.start_ms {
+                bind(5, &v)?;
+            }
+            if let Some(v) = f.end_ms {
+                bind(6, &v)?;
+            }
+            bind(7, &(f.limit as i64))?;
+            let mut rows = st.raw_query();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(row_of(r)?);
+            }
+            Ok(out)
         }))
     }
 
