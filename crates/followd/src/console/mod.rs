@@ -41,6 +41,43 @@ pub struct Console {
     pub st: Arc<AppState>,
     /// Signed-in admins.
     pub sessions: Sessions,
+    /// Each app's account and edge totals, counted in the background at most once a minute.
+    totals: parking_lot::Mutex<HashMap<u64, Totals>>,
+}
+
+/// An app's last count of accounts and edges.
+#[derive(Clone, Copy)]
+struct Totals {
+    at: std::time::Instant,
+    value: Option<(u64, u64)>,
+    counting: bool,
+}
+
+/// How old a count may get before the next overview starts a new one.
+const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Console {
+    /// The last count of `app`'s (accounts, edges) and its age; starts a new count in the background
+    /// when there is none or it is older than a minute (it scans the app's accounts).
+    pub fn totals(self: &Arc<Self>, app: u64) -> Option<((u64, u64), std::time::Duration)> {
+        let now = std::time::Instant::now();
+        let mut map = self.totals.lock();
+        let t = map.entry(app).or_insert(Totals { at: now, value: None, counting: false });
+        if !t.counting && (t.value.is_none() || now.duration_since(t.at) > TOTALS_MAX_AGE) {
+            t.counting = true;
+            let c = self.clone();
+            tokio::spawn(async move {
+                let got = followd_graph::read(&*c.st.store, move |v| Ok(v.app_totals(app)?)).await.ok().flatten();
+                let mut map = c.totals.lock();
+                let t = map.entry(app).or_insert(Totals { at: std::time::Instant::now(), value: None, counting: false });
+                t.counting = false;
+                if got.is_some() {
+                    *t = Totals { at: std::time::Instant::now(), value: got, counting: false };
+                }
+            });
+        }
+        t.value.map(|v| (v, now.duration_since(t.at)))
+    }
 }
 
 /// The name of the session cookie.
@@ -53,7 +90,7 @@ const LIVE_JS: &[u8] = include_bytes!("live.js");
 
 /// The console's routes, under `/console`.
 pub fn router(st: Arc<AppState>) -> Router {
-    let console = Arc::new(Console { st, sessions: Sessions::default() });
+    let console = Arc::new(Console { st, sessions: Sessions::default(), totals: Default::default() });
     Router::new()
         .route("/console", get(pages::root))
         .route("/console/login", get(pages::login_page).post(pages::login))

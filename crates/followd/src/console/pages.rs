@@ -238,8 +238,19 @@ pub async fn overview(State(c): C, headers: HeaderMap, Path(app): Path<String>) 
         }
         Some(Breaker::HalfOpen { .. }) => "half-open: probing".to_string(),
     };
+    let totals = c.totals(s.app);
     let body = html! {
         section.stats {
+            @match totals {
+                Some(((accounts, edges), age)) => {
+                    div.stat { span.label { "Accounts" } span.value id="accounts" { (accounts) } }
+                    div.stat { span.label { "Follow edges" } span.value id="edges" { (edges) } span.muted { "counted " (age.as_secs()) " s ago" } }
+                }
+                None => {
+                    div.stat { span.label { "Accounts" } span.value.small id="accounts" { "counting… (reload)" } }
+                    div.stat { span.label { "Follow edges" } span.value.small { "counting… (reload)" } }
+                }
+            }
             div.stat { span.label { "Pending events" } span.value id="pending" { (pending.as_ref().map_or("?".into(), |n| capped(*n))) } }
             div.stat { span.label { "Dead events" } span.value id="dead" { (dead.as_ref().map_or("?".into(), |n| capped(*n))) } }
             div.stat { span.label { "Oldest pending" } span.value id="oldest" { (oldest.map_or("none".into(), ago)) } }

@@ -183,6 +183,17 @@ async fn overview_events_and_replay_through_the_forms() {
     assert_eq!(st, StatusCode::OK);
     assert!(html.contains("id=\"dead\">1<"), "{html}");
     assert!(html.contains("http_status"), "the chart's legend counts the failed attempt: {html}");
+    // Accounts and edges are counted in the background: the first overview may not have them yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}")).await;
+        if html.contains("id=\"accounts\">2<") {
+            assert!(html.contains("id=\"edges\">1<"), "{html}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{html}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?state=dead")).await;
     assert!(html.contains(&wid), "{html}");
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?state=delivered")).await;

@@ -150,10 +150,16 @@ impl Outbox for SqliteStore {
 
     fn list_events(&self, app: AppId, f: EventFilter) -> BoxFuture<'_, StoreResult<Vec<EventRow>>> {
         Box::pin(self.read_sql(move |c| {
-            // Only the filters given are in the SQL, and a state is written as a literal, so the
-            // planner can use the partial indexes `events_pending` and `events_dead` (an
-            // `?n IS NULL OR …` condition hides them and walks every event of the app).
-            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE app = ?1 AND id < ?2");
+            // Only the filters given are in the SQL. Pending and dead events are read through their
+            // partial indexes, which hold only those events: walking the app's whole log newest
+            // first to find a few of them costs a scan of a million rows when the log is that long
+            // (with many dead events, their ids are sorted instead: still only dead rows).
+            let index = match f.state {
+                Some(EventState::Pending) => " INDEXED BY events_pending",
+                Some(EventState::Dead) => " INDEXED BY events_dead",
+                _ => "",
+            };
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events{index} WHERE app = ?1 AND id < ?2");
             if let Some(state) = f.state {
                 sql.push_str(&format!(" AND state = {}", state as i64));
             }
