@@ -477,14 +477,24 @@ pub async fn events(State(c): C, headers: HeaderMap, Path(app): Path<String>, ra
     if let Some(v) = get("cursor") {
         req.insert("Cursor".into(), v.into());
     }
-    let listed = match bad {
-        Some(e) => Err(e),
-        None => run(&c, &s, Api::ListEvents, serde_json::Value::Object(req)).await,
-    };
-    let (rows, next) = match listed {
-        Ok(Reply::Events(p)) => (Ok(p.events), p.next_cursor),
-        Ok(_) => (Ok(vec![]), String::new()),
-        Err(e) => (Err(e), String::new()),
+    let scanned = ["from", "command", "start", "end"].iter().any(|k| get(k).is_some());
+    let mut searched = None;
+    let (rows, next) = match bad {
+        Some(e) => (Err(e), String::new()),
+        // No index serves these filters: search the log a window at a time, so a page costs the
+        // same however long the log is.
+        None if scanned => match windowed(&c, &s, serde_json::Value::Object(req)).await {
+            Ok((rows, next, window)) => {
+                searched = window;
+                (Ok(rows), next)
+            }
+            Err(e) => (Err(e), String::new()),
+        },
+        None => match run(&c, &s, Api::ListEvents, serde_json::Value::Object(req)).await {
+            Ok(Reply::Events(p)) => (Ok(p.events), p.next_cursor),
+            Ok(_) => (Ok(vec![]), String::new()),
+            Err(e) => (Err(e), String::new()),
+        },
     };
     let keep: Vec<(&str, String)> =
         ["state", "from", "command", "start", "end"].iter().filter_map(|k| get(k).map(|v| (*k, v.to_owned()))).collect();
@@ -520,7 +530,8 @@ pub async fn events(State(c): C, headers: HeaderMap, Path(app): Path<String>, ra
                 tbody { @for e in rows { (event_row(s.app, e)) } }
             },
         }
-        @if let Some(u) = next_url { p { a.button id="next-page" href=(u) { "Older events →" } } }
+        @if let Some((lo, hi)) = searched { p.muted id="searched" { "Searched events " (lo) " to " (hi) " of the log." } }
+        @if let Some(u) = next_url { p { a.button id="next-page" href=(u) { (if searched.is_some() { "Search older events →" } else { "Older events →" }) } } }
         section.card {
             h2 { "Replay dead events in a range" }
             form.filters method="post" action=(format!("/console/apps/{}/replay-dead", s.app)) {
@@ -532,6 +543,49 @@ pub async fn events(State(c): C, headers: HeaderMap, Path(app): Path<String>, ra
         }
     };
     page(StatusCode::OK, layout("Events", Some(&s), body))
+}
+
+/// Event ids one filtered page searches at most.
+pub const WINDOW: i64 = 100_000;
+
+/// A page of a filter no index serves: the matches among the `WINDOW` events below the cursor (the
+/// request is parsed and checked by `list_events`' own parser). Returns the rows, the next cursor,
+/// and the ids searched when the window ran out before the page filled.
+async fn windowed(c: &Console, s: &Session, req: serde_json::Value) -> Result<(Vec<EventItem>, String, Option<(i64, i64)>), ApiError> {
+    use crate::cmd::callback::{event_item, ListEvents};
+    let body = crate::body::Body::parse(req.to_string().as_bytes(), Family::Config)?;
+    let q = ListEvents::parse(&body)?;
+    let top = match q.before_id {
+        Some(id) => id,
+        None => match list(c, s, serde_json::json!({"Limit": 1})).await?.first() {
+            Some(e) => e.event_id + 1,
+            None => return Ok((vec![], String::new(), None)),
+        },
+    };
+    let low = (top - WINDOW).max(0);
+    let filter = followd_graph::outbox::EventFilter {
+        state: q.state,
+        from: q.from,
+        command: q.command,
+        start_ms: q.start_ms,
+        end_ms: q.end_ms,
+        before_id: Some(top),
+        after_id: Some(low),
+        limit: q.limit as usize,
+    };
+    let rows =
+        c.st.outbox
+            .list_events(s.app, filter)
+            .await
+            .map_err(|e| crate::pipeline::reply::refusal(crate::cmd::Failure::from(e), Family::Config, &c.st.next_request_id()))?;
+    // A backend that does not bound the scan answers rows below the window too: they wait for the next page.
+    let rows: Vec<EventItem> = rows.into_iter().filter(|r| r.event.id > low).map(event_item).collect();
+    if rows.len() as u64 == q.limit {
+        let next = rows.last().map(|r| r.event_id.to_string()).unwrap_or_default();
+        return Ok((rows, next, None));
+    }
+    let next = if low > 0 { (low + 1).to_string() } else { String::new() };
+    Ok((rows, next, Some((low + 1, top - 1))))
 }
 
 fn event_row(app: u64, e: &EventItem) -> Markup {

@@ -183,6 +183,7 @@ async fn overview_events_and_replay_through_the_forms() {
     assert_eq!(st, StatusCode::OK);
     assert!(html.contains("id=\"dead\">1<"), "{html}");
     assert!(html.contains("http_status"), "the chart's legend counts the failed attempt: {html}");
+    assert!(html.contains("id=\"breaker\">closed (1 failures in a row)<"), "{html}");
     // Accounts and edges are counted in the background: the first overview may not have them yet.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -196,6 +197,13 @@ async fn overview_events_and_replay_through_the_forms() {
     }
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?state=dead")).await;
     assert!(html.contains(&wid), "{html}");
+    // A filter no index serves searches a window of the log and says which.
+    let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?from=alice")).await;
+    assert!(html.contains(&wid) && html.contains("Searched events 1 to 1 of the log."), "{html}");
+    let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?from=bob")).await;
+    assert!(html.contains("No events."), "{html}");
+    let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?command=bogus")).await;
+    assert!(html.contains("ErrorCode 100002") || html.contains("is not a Follow webhook command"), "{html}");
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?state=delivered")).await;
     assert!(html.contains("No events."), "{html}");
     let (st, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events/{wid}")).await;

@@ -168,6 +168,7 @@ impl Outbox for SqliteStore {
                 (f.command.is_some(), " AND command = ?4"),
                 (f.start_ms.is_some(), " AND created_ms >= ?5"),
                 (f.end_ms.is_some(), " AND created_ms < ?6"),
+                (f.after_id.is_some(), " AND id > ?8"),
             ] {
                 if value {
                     sql.push_str(cond);
@@ -191,6 +192,9 @@ impl Outbox for SqliteStore {
                 bind(6, &v)?;
             }
             bind(7, &(f.limit as i64))?;
+            if let Some(v) = f.after_id {
+                bind(8, &v)?;
+            }
             let mut rows = st.raw_query();
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
