@@ -41,7 +41,7 @@ pub struct Console {
     pub st: Arc<AppState>,
     /// Signed-in admins.
     pub sessions: Sessions,
-    /// Each app's account and edge totals, counted in the background at most once a minute.
+    /// Each app's account and edge totals, counted in the background at most every 10 s.
     totals: parking_lot::Mutex<HashMap<u64, Totals>>,
 }
 
@@ -54,11 +54,11 @@ struct Totals {
 }
 
 /// How old a count may get before the next overview starts a new one.
-const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Console {
     /// The last count of `app`'s (accounts, edges) and its age; starts a new count in the background
-    /// when there is none or it is older than a minute (it scans the app's accounts).
+    /// when there is none or it is older than 10 s (it scans the app's accounts).
     pub fn totals(self: &Arc<Self>, app: u64) -> Option<((u64, u64), std::time::Duration)> {
         let now = std::time::Instant::now();
         let mut map = self.totals.lock();

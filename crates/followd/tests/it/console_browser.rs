@@ -231,8 +231,18 @@ async fn browser_sign_in_deliver_fail_fix_replay_and_settings() {
     b.screenshot("live").await;
 
     // The overview, with the attempts in its charts.
-    b.goto(&format!("/console/apps/{APP_A}")).await;
-    b.wait_for_text("Deliveries per second", false).await;
+    // Accounts and edges are counted in the background, at most every 10 s: wait for a fresh count.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        b.goto(&format!("/console/apps/{APP_A}")).await;
+        let page = b.source().await;
+        if page.contains("id=\"edges\">3<") && page.contains("id=\"accounts\">4<") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(b.text("#breaker").await, "closed");
     b.screenshot("overview").await;
 
     // Another app's page, by editing the URL.
