@@ -555,14 +555,20 @@ async fn windowed(c: &Console, s: &Session, req: serde_json::Value) -> Result<(V
     use crate::cmd::callback::{event_item, ListEvents};
     let body = crate::body::Body::parse(req.to_string().as_bytes(), Family::Config)?;
     let q = ListEvents::parse(&body)?;
-    let top = match q.before_id {
-        Some(id) => id,
-        None => match list(c, s, serde_json::json!({"Limit": 1})).await?.first() {
-            Some(e) => e.event_id + 1,
-            None => return Ok((vec![], String::new(), None)),
-        },
+    let Some(newest) = list(c, s, serde_json::json!({"Limit": 1})).await?.first().map(|e| e.event_id) else {
+        return Ok((vec![], String::new(), None));
     };
-    let low = (top - WINDOW).max(0);
+    // A time range is an id range: the search starts at its end and stops at its start.
+    let end = match q.end_ms {
+        Some(ms) => first_id(c, s, newest, |created| created >= ms).await?,
+        None => newest + 1,
+    };
+    let floor = match q.start_ms {
+        Some(ms) => first_id(c, s, newest, |created| created >= ms).await? - 1,
+        None => 0,
+    };
+    let top = q.before_id.map_or(end, |id| id.min(end));
+    let low = (top - WINDOW).max(floor).max(0);
     let filter = followd_graph::outbox::EventFilter {
         state: q.state,
         from: q.from,
@@ -584,8 +590,8 @@ async fn windowed(c: &Console, s: &Session, req: serde_json::Value) -> Result<(V
         let next = rows.last().map(|r| r.event_id.to_string()).unwrap_or_default();
         return Ok((rows, next, None));
     }
-    let next = if low > 0 { (low + 1).to_string() } else { String::new() };
-    Ok((rows, next, Some((low + 1, top - 1))))
+    let next = if low > floor.max(0) { (low + 1).to_string() } else { String::new() };
+    Ok((rows, next, (top > low + 1).then_some((low + 1, top - 1))))
 }
 
 fn event_row(app: u64, e: &EventItem) -> Markup {
@@ -614,6 +620,22 @@ async fn list(c: &Console, s: &Session, req: serde_json::Value) -> Result<Vec<Ev
     }
 }
 
+/// The id of the app's first event whose creation time satisfies `pred` (monotone: false, then
+/// true), or `newest + 1` when none does. Ids grow with commit time, so a binary search over ids
+/// finds it, each probe one indexed row through `list_events`.
+async fn first_id(c: &Console, s: &Session, newest: i64, pred: impl Fn(i64) -> bool) -> Result<i64, ApiError> {
+    let (mut lo, mut hi) = (1i64, newest + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let below = list(c, s, serde_json::json!({"Cursor": (mid + 1).to_string(), "Limit": 1})).await?;
+        match below.first() {
+            Some(e) if pred(e.created) => hi = mid,
+            _ => lo = mid + 1,
+        }
+    }
+    Ok(lo)
+}
+
 /// Finds an event by its WebhookId. A legacy `evt_<EventId>` is the event id itself. A UUIDv7
 /// carries its commit time, and ids grow with commit time, so a binary search over ids (each probe
 /// one indexed row) finds where that millisecond ends; the event is just below. If clocks went
@@ -630,16 +652,7 @@ async fn find_event(c: &Console, s: &Session, id: &str) -> Result<Option<EventIt
         }
     };
     let Some(newest) = list(c, s, serde_json::json!({"Limit": 1})).await?.into_iter().next() else { return Ok(None) };
-    // The smallest cursor whose event below was created after `ms`.
-    let (mut lo, mut hi) = (1i64, newest.event_id + 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let below = list(c, s, serde_json::json!({"Cursor": (mid + 1).to_string(), "Limit": 1})).await?;
-        match below.first() {
-            Some(e) if e.created > ms => hi = mid,
-            _ => lo = mid + 1,
-        }
-    }
+    let lo = first_id(c, s, newest.event_id, |created| created > ms).await?;
     let near = list(c, s, serde_json::json!({"Cursor": (lo + 1).to_string(), "Limit": 200})).await?;
     if let Some(e) = near.into_iter().find(|e| e.webhook_id == id) {
         return Ok(Some(e));

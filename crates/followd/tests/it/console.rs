@@ -200,6 +200,12 @@ async fn overview_events_and_replay_through_the_forms() {
     // A filter no index serves searches a window of the log and says which.
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?from=alice")).await;
     assert!(html.contains(&wid) && html.contains("Searched events 1 to 1 of the log."), "{html}");
+    // A time range is searched as the id range it covers.
+    for (range, found) in [("start=2000-01-01T00:00", true), ("end=2000-01-01T00:00", false), ("start=2999-01-01T00:00", false)] {
+        let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?{range}")).await;
+        assert_eq!(html.contains(&wid), found, "{range}: {html}");
+        assert!(!html.contains("next-page"), "{range}: {html}");
+    }
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?from=bob")).await;
     assert!(html.contains("No events."), "{html}");
     let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/events?command=bogus")).await;
