@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod console;
 mod delete;
 mod flood;
 mod live;
@@ -108,6 +109,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The web console: server time of each page with a million events in the log and a user with a
+    /// million followers, beside `GET /healthz` in the same run.
+    Console {
+        /// Followers of the big account (one webhook event each).
+        #[arg(long, default_value_t = 1_000_000)]
+        fans: u64,
+        /// GETs of each page.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -129,6 +140,9 @@ fn main() -> anyhow::Result<()> {
             let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };
             delete::run(&server_binary(&cli)?, opts).await
         }),
+        Some(Cmd::Console { fans, samples }) => {
+            rt.block_on(async { console::run(&server_binary(&cli)?, fans, samples, cli.connections).await })
+        }
         None => rt.block_on(bench(cli)),
     }
 }

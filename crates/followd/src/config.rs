@@ -63,6 +63,9 @@ pub struct Config {
     /// its slot among the user's 16 freed.
     #[serde(default = "default_live_idle_timeout_ms")]
     pub live_idle_timeout_ms: u64,
+    /// Serve the web console at `/console` on the `listen` address.
+    #[serde(default = "default_console")]
+    pub console: bool,
     /// The apps this server hosts.
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -188,6 +191,9 @@ fn default_live_ping_interval_ms() -> u64 {
 fn default_live_idle_timeout_ms() -> u64 {
     60_000
 }
+fn default_console() -> bool {
+    true
+}
 fn default_max_following() -> u64 {
     5000
 }
@@ -245,6 +251,7 @@ impl fmt::Debug for Config {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("live_idle_timeout_ms", &self.live_idle_timeout_ms)
+            .field("console", &self.console)
             .field("apps", &self.apps)
             .finish()
     }

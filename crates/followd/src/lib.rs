@@ -13,7 +13,7 @@
 //! 4. the graph rules (`followd_graph`) and the store (`followd_store`).
 //!
 //! Beside them: [`state`] (the handles every request shares), [`apps`] (the hosted apps), [`body`]
-//! (typed access to a request body), [`docs`] (the OpenAPI document and the reference page), and the
+//! (typed access to a request body), [`console`] (the web console at `/console`), [`docs`] (the OpenAPI document and the reference page), and the
 //! background parts ([`live`], [`deletion`], [`health`], [`metrics`], [`net`]).
 
 pub mod apps;
@@ -21,6 +21,7 @@ pub mod body;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod console;
 pub mod deletion;
 pub mod docs;
 pub mod health;
@@ -133,7 +134,7 @@ pub async fn run(
     note_fd_limit(config.max_connections);
     let limits =
         net::Limits { max_connections: config.max_connections, header_read_timeout: Duration::from_millis(config.header_read_timeout_ms) };
-    let served = net::serve(listener, router(state.clone()), state, limits, shutdown).await;
+    let served = net::serve(listener, surface::router_with_console(state.clone(), config.console), state, limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = delivery.await;
     if let Err(e) = deleting.await {

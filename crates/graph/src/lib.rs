@@ -285,6 +285,11 @@ pub trait ReadView {
     /// Up to `limit` entries of a list, newest first, strictly after `after`, leaving out accounts
     /// being deleted.
     fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>>;
+    /// The live accounts of `app` and the follow edges they hold, for the console's overview (a scan
+    /// of the app's accounts: not for the request path). `None` where a backend does not count them.
+    fn app_totals(&mut self, _app: AppId) -> StoreResult<Option<(u64, u64)>> {
+        Ok(None)
+    }
 }
 
 /// A unit of write work: runs inside the writer's transaction and returns what to do once the

@@ -235,6 +235,9 @@ pub struct EventFilter {
     pub end_ms: Option<i64>,
     /// Keyset cursor: only ids below this (newest first).
     pub before_id: Option<i64>,
+    /// Only ids above this: bounds how much of the log a filter no index serves may scan (the
+    /// console searches a long log a window at a time).
+    pub after_id: Option<i64>,
     /// Page size.
     pub limit: usize,
 }

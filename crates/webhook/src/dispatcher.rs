@@ -64,6 +64,7 @@ enum Msg {
     Loaded(AppId, Load, Option<Vec<StoredEvent>>),
     Done(Box<Done>),
     Stats(oneshot::Sender<Stats>),
+    Breaker(AppId, oneshot::Sender<Option<Breaker>>),
 }
 
 /// An attempt's report back to the dispatcher.
@@ -145,6 +146,13 @@ impl Dispatcher {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Stats(tx));
         rx.await.unwrap_or_default()
+    }
+
+    /// The circuit breaker of `app`'s endpoint; `None` before its first attempt.
+    pub async fn breaker(&self, app: AppId) -> Option<Breaker> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Breaker(app, tx));
+        rx.await.ok().flatten()
     }
 }
 
@@ -322,6 +330,9 @@ impl Actor {
                 let oldest = self.keys.values().filter_map(|k| k.events.front().map(|e| e.created_ms)).min();
                 let _ = reply.send(Stats { pending, oldest_created_ms: oldest, in_flight: self.in_flight, spilled: self.windows.behind() });
             }
+            Msg::Breaker(app, reply) => {
+                let _ = reply.send(self.apps.get(&app).map(|a| a.breaker));
+            }
             Msg::Done(done) => {
                 let Done { key, ev, ep, result } = *done;
                 self.in_flight -= 1;
@@ -342,7 +353,7 @@ impl Actor {
                         }
                     }
                 }
-                self.metrics.attempt(result.outcome, result.duration.as_secs_f64());
+                self.metrics.attempt(key.0, result.outcome, result.duration.as_secs_f64());
                 let app = key.0;
                 self.finish(key, ev, &ep.schedule, result);
                 if !self.stopping {

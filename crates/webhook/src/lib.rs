@@ -8,12 +8,13 @@
 //! - [`dispatcher`] decides what to send when: one event in flight per (app, From_Account), retries
 //!   with jitter and `Retry-After`, a circuit breaker and an in-flight cap per endpoint, and batched
 //!   writes of the delivery log.
-//! - [`metrics`] exports what it does.
+//! - [`metrics`] exports what it does; [`recent`] keeps its last hour per app for the console.
 
 pub mod breaker;
 pub mod client;
 pub mod dispatcher;
 pub mod metrics;
+pub mod recent;
 pub mod ssrf;
 mod window;
 

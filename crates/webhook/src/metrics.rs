@@ -28,6 +28,8 @@ pub struct Metrics {
     pub pending: Gauge,
     /// `followd_webhook_oldest_pending_age_seconds` (set at scrape time).
     pub oldest_age: Gauge<f64, AtomicU64>,
+    /// The last hour per app (the console's charts).
+    pub recent: crate::recent::Recent,
 }
 
 impl Default for Metrics {
@@ -38,6 +40,7 @@ impl Default for Metrics {
             dead: Counter::default(),
             pending: Gauge::default(),
             oldest_age: Gauge::default(),
+            recent: crate::recent::Recent::default(),
         }
     }
 }
@@ -52,9 +55,11 @@ impl Metrics {
         r.register("followd_webhook_oldest_pending_age_seconds", "Age of the oldest pending event", self.oldest_age.clone());
     }
 
-    /// Counts one attempt.
-    pub fn attempt(&self, outcome: Outcome, seconds: f64) {
+    /// Counts one attempt of `app`.
+    pub fn attempt(&self, app: followd_graph::AppId, outcome: Outcome, seconds: f64) {
         self.attempts.get_or_create(&OutcomeLabel { outcome: outcome.as_str().to_owned() }).inc();
         self.attempt_seconds.observe(seconds);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.recent.record(app, outcome, (seconds * 1e6) as u64, now);
     }
 }

@@ -213,6 +213,7 @@ impl ListEvents {
             start_ms: self.start_ms,
             end_ms: self.end_ms,
             before_id: self.before_id,
+            after_id: None,
             limit: limit as usize,
         };
         let rows = cx.outbox.list_events(cx.app.sdkappid, filter).await?;
@@ -221,7 +222,8 @@ impl ListEvents {
     }
 }
 
-fn event_item(r: EventRow) -> EventItem {
+/// An event as `list_events` answers it (the console renders the same).
+pub fn event_item(r: EventRow) -> EventItem {
     let e = r.event;
     EventItem {
         event_id: e.id,

@@ -8,6 +8,7 @@
 //! | `GET /v1/client/events` (client WebSocket) | [`events`] |
 //! | `GET /openapi.json`, `GET /docs`, `GET /docs/style.css` | [`docs`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`probes`] |
+//! | `/console/…` (the web console, unless `console = false`) | [`crate::console`] |
 //!
 //! [`overload`] wraps the API routes (concurrency limit, deadline); everything else answers under
 //! overload. A path that is none of these gets HTTP 404, or under `/v4/` the `60009` envelope.
@@ -54,6 +55,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// [`router`] plus the web console's routes when `console` is on. The console adds routes only: no
+/// layer of its own touches the API routes.
+pub fn router_with_console(state: Arc<AppState>, console: bool) -> Router {
+    let api = router(state.clone());
+    if console {
+        api.merge(crate::console::router(state))
+    } else {
+        api
+    }
 }
 
 async fn fallback(uri: Uri) -> Response {

@@ -5,6 +5,8 @@ mod api;
 mod binary;
 mod client;
 mod conformance;
+mod console;
+mod console_browser;
 mod crash;
 mod deletion;
 mod errors;

@@ -1086,6 +1086,13 @@ impl ReadView for SqliteReadView<'_> {
         })
     }
 
+    fn app_totals(&mut self, app: AppId) -> StoreResult<Option<(u64, u64)>> {
+        self.guard(|c| {
+            c.prepare_cached("SELECT count(*), coalesce(sum(following), 0) FROM accounts WHERE app = ?1 AND deleted = 0")?
+                .query_row([app as i64], |r| Ok(Some((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))))
+        })
+    }
+
     fn list(&mut self, uid: Uid, kind: ListKind, after: Option<Cursor>, limit: usize) -> StoreResult<Vec<ListEntry>> {
         let sql = match kind {
             ListKind::Followers => LIST_FOLLOWERS,

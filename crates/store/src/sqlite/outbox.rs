@@ -150,26 +150,57 @@ impl Outbox for SqliteStore {
 
     fn list_events(&self, app: AppId, f: EventFilter) -> BoxFuture<'_, StoreResult<Vec<EventRow>>> {
         Box::pin(self.read_sql(move |c| {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE app = ?1 AND id < ?2 \
-                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR from_account = ?4) AND (?5 IS NULL OR command = ?5) \
-                 AND (?6 IS NULL OR created_ms >= ?6) AND (?7 IS NULL OR created_ms < ?7) ORDER BY id DESC LIMIT ?8"
-            );
+            // Only the filters given are in the SQL. Pending and dead events are read through their
+            // partial indexes, which hold only those events: walking the app's whole log newest
+            // first to find a few of them costs a scan of a million rows when the log is that long
+            // (with many dead events, their ids are sorted instead: still only dead rows).
+            let index = match f.state {
+                Some(EventState::Pending) => " INDEXED BY events_pending",
+                Some(EventState::Dead) => " INDEXED BY events_dead",
+                _ => "",
+            };
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events{index} WHERE app = ?1 AND id < ?2");
+            if let Some(state) = f.state {
+                sql.push_str(&format!(" AND state = {}", state as i64));
+            }
+            for (value, cond) in [
+                (f.from.is_some(), " AND from_account = ?3"),
+                (f.command.is_some(), " AND command = ?4"),
+                (f.start_ms.is_some(), " AND created_ms >= ?5"),
+                (f.end_ms.is_some(), " AND created_ms < ?6"),
+                (f.after_id.is_some(), " AND id > ?8"),
+            ] {
+                if value {
+                    sql.push_str(cond);
+                }
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?7");
             let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(
-                params![
-                    app as i64,
-                    f.before_id.unwrap_or(i64::MAX),
-                    f.state.map(|s| s as i64),
-                    f.from,
-                    f.command.map(|c| c.as_str()),
-                    f.start_ms,
-                    f.end_ms,
-                    f.limit as i64
-                ],
-                row_of,
-            )?;
-            rows.collect()
+            let mut bind = |i: usize, v: &dyn rusqlite::ToSql| st.raw_bind_parameter(i, v);
+            bind(1, &(app as i64))?;
+            bind(2, &f.before_id.unwrap_or(i64::MAX))?;
+            if let Some(v) = &f.from {
+                bind(3, v)?;
+            }
+            if let Some(v) = f.command {
+                bind(4, &v.as_str())?;
+            }
+            if let Some(v) = f.start_ms {
+                bind(5, &v)?;
+            }
+            if let Some(v) = f.end_ms {
+                bind(6, &v)?;
+            }
+            bind(7, &(f.limit as i64))?;
+            if let Some(v) = f.after_id {
+                bind(8, &v)?;
+            }
+            let mut rows = st.raw_query();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(row_of(r)?);
+            }
+            Ok(out)
         }))
     }
 
