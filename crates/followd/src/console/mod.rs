@@ -109,7 +109,61 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/console/apps/{app}/users/{user}/follow", post(pages::follow_action))
         .route("/console/apps/{app}/live", get(pages::live))
         .route("/console/apps/{app}/live/stream", get(pages::live_stream))
+        .route("/console/{*rest}", axum::routing::any(not_found))
+        .layer(axum::middleware::from_fn(guard_all))
         .with_state(console)
+}
+
+/// `/console/…` that is no page: a 404 page (with the same headers as every page).
+async fn not_found() -> Response {
+    page(StatusCode::NOT_FOUND, layout("Not found", None, html! { p.error { "No such page." } a href="/console" { "The console" } }))
+}
+
+/// Around every console answer: a POST sent by another site is refused before any handler runs
+/// (sign-in included, so another site cannot sign a browser in to its own app), and every answer —
+/// error pages, 404s, 405s and extractor rejections included — carries the security headers.
+async fn guard_all(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut r = if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD && cross_site(req.headers()) {
+        page(
+            StatusCode::FORBIDDEN,
+            layout(
+                "Refused",
+                None,
+                html! { p.error { "This form was sent by another site; the console takes forms only from its own pages." } },
+            ),
+        )
+    } else {
+        next.run(req).await
+    };
+    let h = r.headers_mut();
+    for (k, v) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    }
+    r
+}
+
+/// Whether a request says it comes from another site: `Sec-Fetch-Site` (set by the browser, which
+/// pages cannot forge) other than `same-origin` or `none` (typed or bookmarked); without it, an
+/// `Origin` whose host is not the request's `Host`. Browsers send at least one of them with every
+/// form POST; scripts and tests that send neither are not browsers carrying someone's cookie.
+pub fn cross_site(h: &HeaderMap) -> bool {
+    if let Some(site) = h.get("sec-fetch-site") {
+        return !matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    match h.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("?")) {
+        None => false,
+        Some(origin) => {
+            let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest.trim_end_matches('/'));
+            host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
+        }
+    }
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -140,7 +194,9 @@ pub fn secure(h: &mut HeaderMap) {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` with the
+    // console's own forms, and the cross-site check below needs their real origin.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 

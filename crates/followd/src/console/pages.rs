@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::session::{clear_cookie, same, set_cookie};
+use super::session::{clear_cookie, over_https, same, set_cookie};
 use super::{chart, form, layout, page, query, redirect, run, secure, Console, Session, MAX_SESSION_SECS};
 use crate::clock::{now_millis, now_secs};
 use crate::cmd::Reply;
@@ -163,7 +163,7 @@ pub async fn login_page() -> Response {
 }
 
 /// `POST /console/login`: checks the fields exactly as the REST API checks its URL parameters.
-pub async fn login(State(c): C, body: Bytes) -> Response {
+pub async fn login(State(c): C, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
     let params = UrlParams {
         sdkappid: f.get("sdkappid").cloned(),
@@ -180,10 +180,12 @@ pub async fn login(State(c): C, body: Bytes) -> Response {
     };
     let sig_expires = params.usersig.as_deref().and_then(|s| usersig::decode(s).ok()).map_or(now, |t| t.expires_at());
     let expires = sig_expires.min(now + MAX_SESSION_SECS);
+    // A browser signing in again leaves its previous session, which ends here.
+    c.sessions.remove(&headers);
     let (token, _) = c.sessions.create(app.sdkappid, identifier.clone(), expires, now);
     tracing::info!(app = app.sdkappid, admin = %identifier, "console sign-in");
     let mut r = redirect(&format!("/console/apps/{}", app.sdkappid));
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(&token, expires.saturating_sub(now))) {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(&token, expires.saturating_sub(now), over_https(&headers))) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -197,7 +199,7 @@ pub async fn logout(State(c): C, headers: HeaderMap, body: Bytes) -> Response {
         }
     }
     let mut r = redirect("/console/login");
-    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie()).expect("ascii"));
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear_cookie(over_https(&headers))).expect("ascii"));
     r
 }
 
@@ -997,7 +999,8 @@ fn watch_log(c: Arc<Console>, s: Session) -> impl futures_util::Stream<Item = Re
         let mut seen: HashMap<i64, (String, u32)> = HashMap::new();
         let mut first = true;
         loop {
-            if s.expires <= now_secs() || *stop.borrow() {
+            // Signed out, expired, or signed in again elsewhere with this cookie: the stream ends.
+            if !c.sessions.alive(&s.id, now_secs()) || *stop.borrow() {
                 return;
             }
             if let Ok(Reply::Events(p)) = run(&c, &s, Api::ListEvents, serde_json::json!({"Limit": 100})).await {

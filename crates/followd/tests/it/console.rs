@@ -236,3 +236,97 @@ async fn overview_events_and_replay_through_the_forms() {
     assert!(html.contains("start: not a date and time"), "{html}");
     s.stop().await;
 }
+
+/// Signs in with extra request headers (a proxy's, a browser's).
+async fn sign_in_with(s: &Server, headers: &[(&str, String)], cookie: Option<&str>) -> reqwest::Response {
+    let sig = followd_protocol::usersig::generate(KEY_A, APP_A, ADMIN, now(), 3600, None);
+    let form =
+        format!("sdkappid={APP_A}&identifier={ADMIN}&usersig={}", form_urlencoded::byte_serialize(sig.as_bytes()).collect::<String>());
+    let mut r =
+        client().post(format!("http://{}/console/login", s.addr)).header("content-type", "application/x-www-form-urlencoded").body(form);
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    if let Some(c) = cookie {
+        r = r.header(COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn another_sites_forms_are_refused_and_the_cookie_is_secure_over_https() {
+    let s = spawn().await;
+    let host = s.addr.to_string();
+    // Another site's form: refused before sign-in (no cookie) and before any action.
+    for h in [("sec-fetch-site", "cross-site".to_string()), ("origin", "http://evil.example".to_string())] {
+        let r = sign_in_with(&s, std::slice::from_ref(&h), None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{h:?}");
+        assert!(r.headers().get(SET_COOKIE).is_none(), "{h:?}");
+        assert!(r.headers().get(CONTENT_SECURITY_POLICY).is_some());
+    }
+    s.import(&["alice", "dave"]).await;
+    let cookie = session(&s, APP_A, KEY_A).await;
+    let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}/users/alice")).await;
+    let r = client()
+        .post(format!("http://{}/console/apps/{APP_A}/users/alice/follow", s.addr))
+        .header(COOKIE, &cookie)
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&target=dave&action=follow", csrf_of(&html)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.counts("alice").await, (0, 0, 0));
+    // The console's own pages (same origin) sign in; over HTTPS (a proxy says so) the cookie is Secure.
+    let r = sign_in_with(&s, &[("origin", format!("http://{host}")), ("sec-fetch-site", "same-origin".into())], None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(!r.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"));
+    let r = sign_in_with(&s, &[("x-forwarded-proto", "https".into())], None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()[SET_COOKIE].to_str().unwrap().contains("; Secure"), "{:?}", r.headers()[SET_COOKIE]);
+    // Signing in again from the same browser ends its previous session.
+    let r = sign_in_with(&s, &[], Some(&cookie)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(get(&s, &cookie, &format!("/console/apps/{APP_A}")).await.0, StatusCode::SEE_OTHER);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn error_pages_carry_the_security_headers() {
+    let s = spawn().await;
+    let cookie = session(&s, APP_A, KEY_A).await;
+    for (method, path, want) in [
+        ("GET", "/console/assets/nope.js", StatusCode::NOT_FOUND),
+        ("GET", "/console/nosuch", StatusCode::NOT_FOUND),
+        ("GET", "/console/apps/1/events/a/b/c", StatusCode::NOT_FOUND),
+        ("GET", "/console/logout", StatusCode::METHOD_NOT_ALLOWED),
+        ("POST", &format!("/console/apps/{APP_A}/webhook/test"), StatusCode::FORBIDDEN),
+    ] {
+        let r = client().request(method.parse().unwrap(), format!("http://{}{path}", s.addr)).header(COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(r.status(), want, "{method} {path}");
+        let csp = r.headers().get(CONTENT_SECURITY_POLICY).unwrap_or_else(|| panic!("{method} {path}: no CSP"));
+        assert!(csp.to_str().unwrap().contains("script-src 'self'"));
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{method} {path}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_live_stream() {
+    let s = spawn().await;
+    let cookie = session(&s, APP_A, KEY_A).await;
+    let mut r = client().get(format!("http://{}/console/apps/{APP_A}/live/stream", s.addr)).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut got = String::new();
+    while !got.contains("event: ready") {
+        got.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().expect("the stream is open")));
+    }
+    let (_, html) = get(&s, &cookie, &format!("/console/apps/{APP_A}")).await;
+    let (st, _) = post(&s, &cookie, "/console/logout", &format!("csrf={}", csrf_of(&html))).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    // The stream closes within a few polls (bounded so that a stream left open fails, not hangs).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async { while let Ok(Some(_)) = r.chunk().await {} }).await;
+    assert!(ended.is_ok(), "the live stream outlived the session");
+    s.stop().await;
+}
