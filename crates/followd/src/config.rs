@@ -470,7 +470,7 @@ impl WebhookConfig {
                 delete: has(followd_protocol::CallbackCommand::FollowDelete),
             },
             token: token.filter(|t| !t.is_empty()),
-            signing_secret: file.and_then(|f| f.signing_secret.clone()),
+            signing_secret: o.signing_secret.clone().or_else(|| file.and_then(|f| f.signing_secret.clone())).filter(|s| !s.is_empty()),
             timeout: Duration::from_millis(file.map_or(2000, |f| f.timeout_ms)),
             schedule,
             allow_private: file.is_some_and(|f| f.allow_private_destinations),

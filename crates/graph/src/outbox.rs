@@ -253,6 +253,8 @@ pub struct WebhookOverride {
     pub token: Option<String>,
     /// Whether the token is used.
     pub token_enabled: Option<bool>,
+    /// Replaces the Standard Webhooks signing secret (`""` = none), set from the console.
+    pub signing_secret: Option<String>,
 }
 
 /// The outbox operations of a backend. Writes go through the backend's single writer.

@@ -100,6 +100,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/console/apps/{app}/webhook", get(pages::webhook).post(pages::webhook_save))
         .route("/console/apps/{app}/webhook/token", post(pages::token_save))
         .route("/console/apps/{app}/webhook/test", post(pages::webhook_test))
+        .route("/console/apps/{app}/webhook/secret", post(pages::secret_save))
         .route("/console/apps/{app}/events", get(pages::events))
         .route("/console/apps/{app}/events/{id}", get(pages::event))
         .route("/console/apps/{app}/events/{id}/replay", post(pages::replay_one))

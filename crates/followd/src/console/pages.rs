@@ -304,6 +304,7 @@ async fn webhook_page(c: &Console, s: &Session, reveal: bool, note: Option<Marku
         _ => (String::new(), false),
     };
     let secret = c.st.apps.get(s.app).and_then(|a| a.endpoint()).and_then(|e| e.signing_secret.clone());
+    let from_console = c.st.apps.get(s.app).is_some_and(|a| a.webhook_override().signing_secret.is_some());
     let shown = |v: &str| if reveal { v.to_owned() } else { mask(v) };
     let body = html! {
         @if let Some(n) = note { (n) }
@@ -327,7 +328,10 @@ async fn webhook_page(c: &Console, s: &Session, reveal: bool, note: Option<Marku
                 dt { "Token (" code { "Sign" } ", " code { "RequestTime" } ")" }
                 dd id="token" { @if token.is_empty() { em { "none" } } @else { code { (shown(&token)) } " " (if enabled { "(in use)" } else { "(not in use)" }) } }
                 dt { "Standard Webhooks signing secret" }
-                dd id="secret" { @match &secret { Some(v) => code { (shown(v)) }, None => em { "none" } } " " span.muted { "(set in the config file: " code { "apps.webhook.signing_secret" } ")" } }
+                dd id="secret" {
+                    @match &secret { Some(v) => code { (shown(v)) }, None => em { "none" } } " "
+                    span.muted { @if from_console { "(set here; overrides the config file)" } @else { "(from the config file: " code { "apps.webhook.signing_secret" } ")" } }
+                }
             }
             @if !reveal { p { a id="reveal" href=(format!("/console/apps/{}/webhook?reveal=1", s.app)) { "Reveal secrets" } } }
             form.filters method="post" action=(format!("/console/apps/{}/webhook/token", s.app)) {
@@ -335,6 +339,13 @@ async fn webhook_page(c: &Console, s: &Session, reveal: bool, note: Option<Marku
                 label { "New token" input type="password" name="token" autocomplete="off"; }
                 label.check { input type="checkbox" name="enabled" checked; "Sign webhooks with it" }
                 button type="submit" { "Set token" }
+            }
+            form.filters method="post" action=(format!("/console/apps/{}/webhook/secret", s.app)) {
+                (csrf(s))
+                label { "New signing secret (" code { "whsec_" } " + base64 of 24 to 64 bytes)" input type="password" name="secret" autocomplete="off"; }
+                button type="submit" name="action" value="set" id="set-secret" { "Set secret" }
+                button type="submit" name="action" value="generate" id="rotate-secret" { "Generate a new secret" }
+                @if from_console { button type="submit" name="action" value="file" id="file-secret" { "Use the config file's" } }
             }
         }
         section.card {
@@ -398,6 +409,55 @@ pub async fn token_save(State(c): C, headers: HeaderMap, Path(app): Path<String>
         Err(e) => api_error(&e),
     };
     webhook_page(&c, &s, false, Some(note), None).await
+}
+
+/// Whether `s` is a Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 bytes.
+pub fn valid_secret(s: &str) -> bool {
+    use base64::Engine as _;
+    s.strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .is_some_and(|k| (24..=64).contains(&k.len()))
+}
+
+/// A fresh secret: `whsec_` and the base64 of 32 random bytes.
+fn fresh_secret() -> String {
+    use base64::Engine as _;
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()))
+}
+
+/// `POST /console/apps/{app}/webhook/secret`: sets (`action=set`, `secret`), generates
+/// (`action=generate`) or drops (`action=file`: the config file's applies again) the Standard Webhooks
+/// signing secret. It is stored in the app's webhook override, so it outlives a restart and reaches
+/// the other nodes, and applies to the next attempt. The secret is never logged or echoed.
+pub async fn secret_save(State(c): C, headers: HeaderMap, Path(app): Path<String>, body: Bytes) -> Response {
+    let (s, f) = match guard_post(&c, &headers, &app, &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some(a) = c.st.apps.get(s.app) else { return redirect("/console/login") };
+    let new = match f.get("action").map(String::as_str) {
+        Some("generate") => Some(fresh_secret()),
+        Some("file") => None,
+        _ => match f.get("secret").map(|v| v.trim()) {
+            Some(v) if valid_secret(v) => Some(v.to_owned()),
+            _ => {
+                let e = ApiError::new(
+                    followd_protocol::code::CONFIG_INVALID_PARAM,
+                    "the signing secret must be whsec_ followed by the base64 of 24 to 64 bytes",
+                );
+                return webhook_page(&c, &s, false, Some(api_error(&e)), None).await;
+            }
+        },
+    };
+    let mut over = a.webhook_override();
+    over.signing_secret = new;
+    if let Err(e) = c.st.outbox.save_override(s.app, over.clone()).await {
+        let e = crate::pipeline::reply::refusal(crate::cmd::Failure::from(e), Family::Config, &c.st.next_request_id());
+        return webhook_page(&c, &s, false, Some(api_error(&e)), None).await;
+    }
+    a.set_webhook_override(over);
+    tracing::info!(app = s.app, admin = %s.admin, "console: webhook signing secret changed");
+    webhook_page(&c, &s, false, Some(html! { p.ok id="secret-saved" { "Signing secret changed; the next attempt uses it." } }), None).await
 }
 
 /// `POST /console/apps/{app}/webhook/test`: one attempt of a sample event, through the same client

@@ -330,3 +330,58 @@ async fn sign_out_ends_the_live_stream() {
     assert!(ended.is_ok(), "the live stream outlived the session");
     s.stop().await;
 }
+
+/// The `<code>` text of the page's `dd id="secret"`.
+fn shown_secret(html: &str) -> String {
+    let at = html.find("id=\"secret\"").expect("the secret's row");
+    let code = html[at..].find("<code>").unwrap() + at + 6;
+    let end = html[code..].find("</code>").unwrap() + code;
+    html[code..end].to_owned()
+}
+
+#[tokio::test]
+async fn the_signing_secret_is_rotated_from_the_console_and_signs_the_next_webhook() {
+    use followd_receiver::Verifier;
+    const OLD: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let rx = Receiver::start().await;
+    let s = spawn_with(&hook(&rx.url("/hook"), &format!("signing_secret = \"{OLD}\"")), "").await;
+    s.import(&["alice", "bob", "carol"]).await;
+    let cookie = session(&s, APP_A, KEY_A).await;
+    let page = format!("/console/apps/{APP_A}/webhook");
+    let (_, html) = get(&s, &cookie, &page).await;
+    assert!(!html.contains(OLD) && shown_secret(&html).starts_with("whs"), "masked: {html}");
+    let token = csrf_of(&html);
+    // A malformed secret is refused and changes nothing; without the CSRF token nothing happens.
+    let (_, html) = post(&s, &cookie, &format!("{page}/secret"), &format!("csrf={token}&action=set&secret=whsec_c2hvcnQ%3D")).await;
+    assert!(html.contains("must be whsec_"), "{html}");
+    assert_eq!(post(&s, &cookie, &format!("{page}/secret"), "action=generate").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(shown_secret(&get(&s, &cookie, &format!("{page}?reveal=1")).await.1), OLD);
+    // Rotate: the answer masks the new secret; revealing shows it.
+    let (st, html) = post(&s, &cookie, &format!("{page}/secret"), &format!("csrf={token}&action=generate")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(html.contains("id=\"secret-saved\"") && html.contains("set here"), "{html}");
+    let masked = shown_secret(&html);
+    let (_, html) = get(&s, &cookie, &format!("{page}?reveal=1")).await;
+    let new = shown_secret(&html);
+    assert!(new.starts_with("whsec_") && new != OLD && new.len() > 40 && !masked.contains(&new[6..]), "{new} / {masked}");
+    // The next webhook verifies with the new secret, not the old one.
+    assert_ok(&s.follow("alice", &["bob"]).await);
+    let got = rx.wait_for(1, 20).await;
+    let r = &got[0];
+    let ok = Verifier::new(APP_A).signing_secret(new.clone()).verify(&r.query, &r.headers, &r.body);
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(Verifier::new(APP_A).signing_secret(OLD).verify(&r.query, &r.headers, &r.body).is_err());
+    // Setting one by hand works the same way.
+    let mine = "whsec_YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+    let (_, html) = post(&s, &cookie, &format!("{page}/secret"), &format!("csrf={token}&action=set&secret={}", urlenc(mine))).await;
+    assert!(html.contains("id=\"secret-saved\"") && !html.contains(mine), "{html}");
+    assert_ok(&s.follow("alice", &["carol"]).await);
+    let got = rx.wait_for(2, 20).await;
+    let r = &got[1];
+    assert!(Verifier::new(APP_A).signing_secret(mine).verify(&r.query, &r.headers, &r.body).is_ok());
+    s.stop().await;
+}
+
+fn urlenc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -269,7 +269,7 @@ impl Outbox for PgStore {
     fn load_overrides(&self) -> BoxFuture<'_, StoreResult<Vec<(AppId, WebhookOverride)>>> {
         with_rows(
             self,
-            |c| c.query("SELECT app, url, commands, token, token_enabled FROM webhook_overrides", &[]),
+            |c| c.query("SELECT app, url, commands, token, token_enabled, signing_secret FROM webhook_overrides", &[]),
             |rows| {
                 Ok(rows
                     .iter()
@@ -282,6 +282,7 @@ impl Outbox for PgStore {
                                 commands: commands.map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()),
                                 token: r.get(3),
                                 token_enabled: r.get(4),
+                                signing_secret: r.get(5),
                             },
                         )
                     })
@@ -295,10 +296,10 @@ impl Outbox for PgStore {
         Box::pin(self.write_sql(move |c| {
             let commands = o.commands.as_ref().map(|c| c.join(","));
             c.execute(
-                "INSERT INTO webhook_overrides(app, url, commands, token, token_enabled, updated_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO webhook_overrides(app, url, commands, token, token_enabled, updated_ms, signing_secret) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (app) DO UPDATE SET url = excluded.url, commands = excluded.commands, token = excluded.token, \
-                 token_enabled = excluded.token_enabled, updated_ms = excluded.updated_ms",
-                &[&app, &o.url, &commands, &o.token, &o.token_enabled, &now_ms()],
+                 token_enabled = excluded.token_enabled, updated_ms = excluded.updated_ms, signing_secret = excluded.signing_secret",
+                &[&app, &o.url, &commands, &o.token, &o.token_enabled, &now_ms(), &o.signing_secret],
             )?;
             Ok(())
         }))

@@ -147,6 +147,8 @@ CREATE TABLE deletions (
     created_ms INTEGER NOT NULL
 );
 "#,
+    // The Standard Webhooks signing secret, changed from the console (NULL keeps the config file's).
+    "ALTER TABLE webhook_overrides ADD COLUMN signing_secret TEXT;",
 ];
 
 /// The schema version this build writes.

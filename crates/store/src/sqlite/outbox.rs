@@ -276,7 +276,7 @@ impl Outbox for SqliteStore {
 
     fn load_overrides(&self) -> BoxFuture<'_, StoreResult<Vec<(AppId, WebhookOverride)>>> {
         Box::pin(self.read_sql(|c| {
-            let mut st = c.prepare("SELECT app, url, commands, token, token_enabled FROM webhook_overrides")?;
+            let mut st = c.prepare("SELECT app, url, commands, token, token_enabled, signing_secret FROM webhook_overrides")?;
             let rows = st.query_map([], |r| {
                 let commands: Option<String> = r.get(2)?;
                 Ok((
@@ -286,6 +286,7 @@ impl Outbox for SqliteStore {
                         commands: commands.map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()),
                         token: r.get(3)?,
                         token_enabled: r.get(4)?,
+                        signing_secret: r.get(5)?,
                     },
                 ))
             })?;
@@ -296,11 +297,11 @@ impl Outbox for SqliteStore {
     fn save_override(&self, app: AppId, o: WebhookOverride) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.write_sql(move |c| {
             c.prepare_cached(
-                "INSERT INTO webhook_overrides(app, url, commands, token, token_enabled, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                "INSERT INTO webhook_overrides(app, url, commands, token, token_enabled, updated_ms, signing_secret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT(app) DO UPDATE SET url = excluded.url, commands = excluded.commands, token = excluded.token, \
-                 token_enabled = excluded.token_enabled, updated_ms = excluded.updated_ms",
+                 token_enabled = excluded.token_enabled, updated_ms = excluded.updated_ms, signing_secret = excluded.signing_secret",
             )?
-            .execute(params![app as i64, o.url, o.commands.map(|c| c.join(",")), o.token, o.token_enabled, now_ms()])?;
+            .execute(params![app as i64, o.url, o.commands.map(|c| c.join(",")), o.token, o.token_enabled, now_ms(), o.signing_secret])?;
             Ok(())
         }))
     }
@@ -371,5 +372,21 @@ mod tests {
         // Opening again changes nothing.
         let store = SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap();
         assert_eq!(store.load_pending(9, 0, 10).await.unwrap()[0].webhook_id, WebhookId::Legacy(3));
+    }
+
+    #[tokio::test]
+    async fn a_signing_secret_override_is_stored_in_a_migrated_database_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        version_1_database(dir.path());
+        let o = WebhookOverride { token: Some("t".into()), signing_secret: Some("whsec_c2VjcmV0".into()), ..Default::default() };
+        {
+            let store = SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap();
+            store.save_override(7, o.clone()).await.unwrap();
+            store.save_override(9, WebhookOverride::default()).await.unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap();
+        let mut got = store.load_overrides().await.unwrap();
+        got.sort_by_key(|(app, _)| *app);
+        assert_eq!(got, [(7, o), (9, WebhookOverride::default())]);
     }
 }
