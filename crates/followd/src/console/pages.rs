@@ -646,7 +646,7 @@ async fn windowed(c: &Console, s: &Session, req: serde_json::Value) -> Result<(V
             .list_events(s.app, filter)
             .await
             .map_err(|e| crate::pipeline::reply::refusal(crate::cmd::Failure::from(e), Family::Config, &c.st.next_request_id()))?;
-    // A backend that does not bound the scan answers rows below the window too: they wait for the next page.
+    // Both stores bound the scan by `after_id`; the filter keeps a page right on any other backend.
     let rows: Vec<EventItem> = rows.into_iter().filter(|r| r.event.id > low).map(event_item).collect();
     if rows.len() as u64 == q.limit {
         let next = rows.last().map(|r| r.event_id.to_string()).unwrap_or_default();

@@ -385,3 +385,35 @@ async fn the_signing_secret_is_rotated_from_the_console_and_signs_the_next_webho
 fn urlenc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// `list_events`' `after_id` bounds the scan from below on the store the suite runs on (the
+/// console's filtered search reads the log a window at a time through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_events_after_id_bounds_the_scan_on_every_store() {
+    use followd_graph::outbox::{EventFilter, Outbox};
+    let rx = Receiver::start().await;
+    let s = spawn_with(&hook(&rx.url("/hook"), ""), "").await;
+    s.import(&["alice", "bob", "carol", "dave"]).await;
+    for to in ["bob", "carol", "dave"] {
+        assert_ok(&s.follow("alice", &[to]).await);
+    }
+    rx.wait_for(3, 20).await;
+    let outbox: Box<dyn Outbox> = match &s.pg {
+        Some(db) => {
+            let url = db.url.clone();
+            Box::new(crate::pg::blocking(move || followd_store::PgStore::open(&url, Default::default(), 16).unwrap()))
+        }
+        None => Box::new(
+            followd_store::SqliteStore::open(&s.dir.path().join("data"), followd_store::sqlite::Durability::Process, Default::default())
+                .unwrap(),
+        ),
+    };
+    let filter = |after_id| EventFilter { after_id, limit: 100, ..Default::default() };
+    let all: Vec<i64> = outbox.list_events(APP_A, filter(None)).await.unwrap().iter().map(|r| r.event.id).collect();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let above: Vec<i64> = outbox.list_events(APP_A, filter(Some(all[2]))).await.unwrap().iter().map(|r| r.event.id).collect();
+    assert_eq!(above, all[..2], "only the events above after_id, newest first");
+    assert!(outbox.list_events(APP_A, filter(Some(all[0]))).await.unwrap().is_empty());
+    drop(outbox);
+    s.stop().await;
+}

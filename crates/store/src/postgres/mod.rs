@@ -278,6 +278,12 @@ fn pair_key(a: Uid, b: Uid) -> i64 {
     lo.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ hi
 }
 
+/// An app's live accounts and the edges they hold (their `following`, unfolded deltas included), as
+/// the SQLite store counts them: for the console's overview, a scan of the app's accounts.
+const APP_TOTALS: &str = "SELECT (SELECT count(*) FROM accounts WHERE app = $1 AND NOT deleted)::bigint, \
+     ((SELECT coalesce(sum(following), 0) FROM accounts WHERE app = $1 AND NOT deleted) + \
+      (SELECT coalesce(sum(d.following), 0) FROM count_deltas d JOIN accounts a ON a.id = d.uid WHERE d.app = $1 AND NOT a.deleted))::bigint";
+
 /// A user's counters: its `accounts` columns plus its unfolded deltas.
 const COUNTS: &str = "SELECT (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
      (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id WHERE a.id = $1 GROUP BY a.id";
@@ -1171,6 +1177,14 @@ impl ReadView for PgReadView<'_> {
 
     fn deletions(&mut self) -> StoreResult<Vec<Uid>> {
         self.guard(|c| Ok(c.query("SELECT account FROM deletions ORDER BY created_ms, account", &[])?.iter().map(|r| r.get(0)).collect()))
+    }
+
+    fn app_totals(&mut self, app: AppId) -> StoreResult<Option<(u64, u64)>> {
+        let app = app as i64;
+        self.guard(|c| {
+            let r = c.query_opt(APP_TOTALS, &[&app])?;
+            Ok(r.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
+        })
     }
 
     fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>> {

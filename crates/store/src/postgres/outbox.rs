@@ -185,9 +185,10 @@ impl Outbox for PgStore {
                             "FROM events WHERE app = $1 AND id < $2 \
                              AND ($3::bigint IS NULL OR state = $3) AND ($4::text IS NULL OR from_account = $4) \
                              AND ($5::text IS NULL OR command = $5) AND ($6::bigint IS NULL OR created_ms >= $6) \
-                             AND ($7::bigint IS NULL OR created_ms < $7) ORDER BY id DESC LIMIT $8",
+                             AND ($7::bigint IS NULL OR created_ms < $7) AND ($9::bigint IS NULL OR id > $9) \
+                             ORDER BY id DESC LIMIT $8",
                         ),
-                        &[&app, &before, &state, &f.from, &command, &f.start_ms, &f.end_ms, &limit],
+                        &[&app, &before, &state, &f.from, &command, &f.start_ms, &f.end_ms, &limit, &f.after_id],
                     )
                 })
                 .await?;
