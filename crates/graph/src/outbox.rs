@@ -242,8 +242,9 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
-/// Webhook settings changed through the admin API; they override the config file's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Webhook settings changed through the admin API; they override the config file's. Its `Debug`
+/// masks the token and the signing secret, so a logged value never shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct WebhookOverride {
     /// `Some(url)` replaces the URL (`""` = no webhook); `None` keeps the file's.
     pub url: Option<String>,
@@ -255,6 +256,19 @@ pub struct WebhookOverride {
     pub token_enabled: Option<bool>,
     /// Replaces the Standard Webhooks signing secret (`""` = none), set from the console.
     pub signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |s: &Option<String>| s.as_ref().map(|s| if s.is_empty() { "" } else { "***" });
+        f.debug_struct("WebhookOverride")
+            .field("url", &self.url)
+            .field("commands", &self.commands)
+            .field("token", &mask(&self.token))
+            .field("token_enabled", &self.token_enabled)
+            .field("signing_secret", &mask(&self.signing_secret))
+            .finish()
+    }
 }
 
 /// The outbox operations of a backend. Writes go through the backend's single writer.
@@ -296,6 +310,19 @@ pub enum Requeue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_debug_without_their_secrets() {
+        let o = WebhookOverride {
+            token: Some("tok-secret".into()),
+            signing_secret: Some("whsec_c2VjcmV0c2VjcmV0c2VjcmV0".into()),
+            url: Some("http://x".into()),
+            ..Default::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("tok-secret") && !shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("***") && shown.contains("http://x"), "{shown}");
+    }
 
     #[test]
     fn webhook_ids_print_and_parse_back() {
