@@ -85,6 +85,70 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
     }
 }
 
+/// The target of a follow webhook: `add bob` or `delete bob`.
+fn change_of(r: &crate::receiver::Received) -> String {
+    let body = r.json();
+    match r.param("CallbackCommand").as_deref() {
+        Some("Follow.CallbackAfterFollowAdd") => format!("add {}", body["FollowList"][0]["To_Account"].as_str().unwrap()),
+        _ => format!("delete {}", body["To_Account"][0].as_str().unwrap()),
+    }
+}
+
+/// One user's follows and unfollows, sent to each node in turn, reach the receiver in commit order,
+/// although each call is committed by the node that took it. Node 0's events (those about bob) fail
+/// three attempts and node 1's (about carol) one: were each event sent by the node that committed it,
+/// node 1 would deliver carol's events while bob's wait for their retries on node 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_writes_through_two_nodes_arrive_in_commit_order() {
+    let Some(url) = crate::pg::url("one_users_writes_through_two_nodes_arrive_in_commit_order") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let rx = Receiver::start().await;
+    let tried = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+    let t = tried.clone();
+    rx.rule(move |r| {
+        let mut tried = t.lock().unwrap();
+        let n = tried.entry(r.header("webhook-id").to_owned()).or_default();
+        *n += 1;
+        let failures = if change_of(r).ends_with("bob") { 3 } else { 1 };
+        if *n <= failures {
+            crate::receiver::Behavior::Status(500)
+        } else {
+            crate::receiver::Behavior::Ok
+        }
+    });
+    let top = format!("database_url = \"{}\"", db.url);
+    let nodes = [spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await, spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await];
+    nodes[0].import(&["alice", "bob", "carol"]).await;
+    let mut committed = Vec::new();
+    for i in 0..16 {
+        let to = if i % 2 == 0 { "bob" } else { "carol" };
+        if i % 4 < 2 {
+            assert_ok(&nodes[i % 2].follow("alice", &[to]).await);
+            committed.push(format!("add {to}"));
+        } else {
+            assert_ok(&nodes[i % 2].unfollow("alice", &[to]).await);
+            committed.push(format!("delete {to}"));
+        }
+    }
+    // Bob's 8 events are tried 4 times, carol's 8 twice.
+    let got = rx.wait_until(60, "every event delivered", |g| g.len() >= 8 * 4 + 8 * 2).await;
+    let mut attempts: HashMap<String, usize> = HashMap::new();
+    let mut delivered = Vec::new();
+    for r in &got {
+        let n = attempts.entry(r.header("webhook-id").to_owned()).or_default();
+        *n += 1;
+        let change = change_of(r);
+        if *n == if change.ends_with("bob") { 4 } else { 2 } {
+            delivered.push(change);
+        }
+    }
+    assert_eq!(delivered, committed, "alice's events, as delivered");
+    assert_eq!(attempts.len(), committed.len(), "one webhook per call");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
 /// A TCP proxy to the test's PostgreSQL server that the test can cut (every open connection closed,
 /// new ones refused by closing them at once) and restore, so a lost database is tested without
 /// touching the machine's server.
@@ -156,11 +220,14 @@ async fn a_lost_database_is_answered_in_the_envelope_and_recovered_without_resta
     }
 
     proxy.set_cut(false);
-    // The writer and the readers reconnect on their next use: the first write after the cut may
-    // still meet a connection that was cut, the next ones find a new one.
+    // The writer and the readers reconnect on their next use: the first write and the first read
+    // after the cut may still meet a connection that was cut, the next ones find a new one.
     let mut ok = false;
+    let mut wrote = false;
     for _ in 0..20 {
-        if s.follow("a", &["d"]).await["ActionStatus"] == "OK" {
+        wrote = wrote || s.follow("a", &["d"]).await["ActionStatus"] == "OK";
+        let read = s.call("follow/follow_get_info", json!({"From_Account": "a", "To_Account": ["a"]})).await;
+        if wrote && read["ActionStatus"] == "OK" {
             ok = true;
             break;
         }
