@@ -9,19 +9,19 @@ use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// A follow/unfollow storm spread over two nodes: afterwards every counter equals its list on both
-/// nodes, and every committed webhook event reached the receiver exactly once (each node sends the
-/// events it committed; no node sends another's while both live).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
-    let Some(url) = crate::pg::url("two_nodes_keep_one_exact_graph_and_send_each_event_once") else { return };
+/// A follow/unfollow storm spread over `n` nodes: afterwards every counter equals its list on every
+/// node, and every committed webhook event reached the receiver exactly once (no node sends another's
+/// while all live) and, per From_Account, in commit order (a lane's event ids follow its commits).
+async fn storm(name: &str, n: usize) {
+    let Some(url) = crate::pg::url(name) else { return };
     let db = crate::pg::TestDb::create(&url);
     let rx = Receiver::start().await;
     let top = format!("database_url = \"{}\"", db.url);
-    let nodes = [
-        Arc::new(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await),
-        Arc::new(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await),
-    ];
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await);
+    }
+    let nodes = Arc::new(nodes);
     let users: Vec<String> = (0..16).map(|i| format!("u{i:02}")).collect();
     let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
     all.push("star");
@@ -32,10 +32,10 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         let (nodes, u, next) = (nodes.clone(), u.clone(), users[(i + 1) % users.len()].clone());
         tasks.push(tokio::spawn(async move {
             for round in 0..6 {
-                let node = &nodes[(i + round) % 2];
+                let node = &nodes[(i + round) % n];
                 assert_ok(&node.follow(&u, &["star", &next]).await);
                 if round % 3 == 2 {
-                    assert_ok(&nodes[(i + round + 1) % 2].unfollow(&u, &["star"]).await);
+                    assert_ok(&nodes[(i + round + 1) % n].unfollow(&u, &["star"]).await);
                 }
                 if i % 4 == round % 4 {
                     let r = node.call("follow/follow_add", json!({"From_Account": "star", "FollowItem": [{"To_Account": u}]})).await;
@@ -48,7 +48,7 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         t.await.unwrap();
     }
 
-    for node in &nodes {
+    for node in nodes.iter() {
         for u in &all {
             let (followers, following, mutual) = node.counts(u).await;
             assert_eq!(node.list(u, 1, 100).await.len() as i64, followers, "{u} followers");
@@ -57,32 +57,43 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         }
     }
 
-    let committed: HashSet<String> = db.with(|c| {
-        c.query("SELECT encode(webhook_id, 'hex') FROM events", &[])
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let h: String = r.get(0);
-                format!("evt_{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-            })
-            .collect()
+    // Per From_Account, in id order (commit order within a lane).
+    let committed: HashMap<String, Vec<String>> = db.with(|c| {
+        let mut committed: HashMap<String, Vec<String>> = HashMap::new();
+        for r in c.query("SELECT from_account, encode(webhook_id, 'hex') FROM events ORDER BY id", &[]).unwrap() {
+            let h: String = r.get(1);
+            let id = format!("evt_{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+            committed.entry(r.get(0)).or_default().push(id);
+        }
+        committed
     });
-    assert!(committed.len() > users.len(), "the storm owed events");
+    let total: usize = committed.values().map(Vec::len).sum();
+    assert!(total > users.len(), "the storm owed events");
     let got = rx
-        .wait_until(60, "every committed event", |g| {
-            g.iter().map(|r| r.header("webhook-id")).collect::<HashSet<_>>().len() >= committed.len()
-        })
+        .wait_until(60, "every committed event", |g| g.iter().map(|r| r.header("webhook-id")).collect::<HashSet<_>>().len() >= total)
         .await;
     let mut times: HashMap<String, usize> = HashMap::new();
+    let mut delivered: HashMap<String, Vec<String>> = HashMap::new();
     for r in &got {
         *times.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        delivered.entry(r.sender()).or_default().push(r.header("webhook-id").to_owned());
     }
-    assert_eq!(times.keys().cloned().collect::<HashSet<_>>(), committed, "received exactly the committed events");
     let twice: Vec<_> = times.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "sent more than once while both nodes lived: {twice:?}");
-    for n in nodes {
-        Arc::into_inner(n).unwrap().stop().await;
+    assert!(twice.is_empty(), "sent more than once while every node lived: {twice:?}");
+    assert_eq!(delivered, committed, "received exactly the committed events, each user's in commit order");
+    for n in Arc::into_inner(nodes).unwrap() {
+        n.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_keep_one_exact_graph_and_send_each_event_once_in_order() {
+    storm("two_nodes_keep_one_exact_graph_and_send_each_event_once_in_order", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_one_exact_graph_and_send_each_event_once_in_order() {
+    storm("three_nodes_keep_one_exact_graph_and_send_each_event_once_in_order", 3).await;
 }
 
 /// The target of a follow webhook: `add bob` or `delete bob`.
