@@ -114,7 +114,7 @@ fn refusals_do_not_echo_long_values() {
     ];
     for (api, v) in cases {
         let body = Body::parse(v.to_string().as_bytes(), api.family()).unwrap();
-        let e = Command::parse(api, &Caller::Admin, &body).err().expect("refused");
+        let e = Command::parse(api, &Caller::Admin, &body).expect_err("refused");
         assert!(e.info.len() <= followd_protocol::api::MAX_ERROR_INFO, "{}: {} bytes: {}", api.name(), e.info.len(), e.info);
     }
 }

@@ -8,6 +8,7 @@
 //! | `GET /v1/client/events` (client WebSocket) | [`events`] |
 //! | `GET /openapi.json`, `GET /docs`, `GET /docs/style.css` | [`docs`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`probes`] |
+//! | `POST /bulk/v1/export`, `/bulk/v1/import`, `/bulk/v1/sweep` (admin bulk API) | [`crate::bulk::server`] |
 //!
 //! [`overload`] wraps the API routes (concurrency limit, deadline); everything else answers under
 //! overload. A path that is none of these gets HTTP 404, or under `/v4/` the `60009` envelope.
@@ -22,7 +23,7 @@ pub mod rest;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use followd_protocol::api::{ApiError, Family};
 use followd_protocol::code;
@@ -51,6 +52,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
+        // Outside the concurrency limit and deadline: an export streams for as long as it takes.
+        .route("/bulk/v1/export", post(crate::bulk::server::export))
+        .route("/bulk/v1/import", post(crate::bulk::server::import).layer(DefaultBodyLimit::max(crate::bulk::MAX_IMPORT_BODY)))
+        .route("/bulk/v1/sweep", post(crate::bulk::server::sweep))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
