@@ -122,37 +122,49 @@ pub fn import(
             outcome.rejected.push(reject(code::FOLLOW_INVALID_PARAM, "a user cannot follow itself"));
             continue;
         }
-        if tx.edge(src, dst)?.is_some() {
-            outcome.follows_existing += 1;
-            if let Some(run) = opts.replace_run {
-                tx.bulk_mark(run, src, dst)?;
-            }
-            continue;
+        // The checks run in the order follow_add's do; they read the counters only for the limits
+        // the app sets, and look for an existing edge only where a refusal depends on it (an
+        // existing edge is never refused) or an account is being deleted.
+        let lim = cx.limits;
+        let from_counts = if lim.max_following.is_some() || lim.max_mutual.is_some() { Some(counts(tx, src, &deleting)?) } else { None };
+        let to_counts = if lim.max_followers.is_some() || lim.max_mutual.is_some() { Some(counts(tx, dst, &deleting)?) } else { None };
+        let mut refusal = None;
+        if from_counts.is_some_and(|c| over(lim.max_following, c.following)) {
+            refusal = Some((code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
+        } else if to_counts.is_some_and(|c| over(lim.max_followers, c.followers)) {
+            refusal = Some((code::FOLLOWER_LIMIT, "To_Account has the maximum number of followers"));
         }
-        let (from_counts, to_counts) = (counts(tx, src, &deleting)?, counts(tx, dst, &deleting)?);
-        if over(cx.limits.max_following, from_counts.following) {
-            outcome.rejected.push(reject(code::FOLLOWING_LIMIT, "From_Account follows the maximum number of users"));
-            continue;
+        let back = if refusal.is_none() { tx.edge(dst, src)? } else { None };
+        if back.is_some() && from_counts.is_some_and(|c| over(lim.max_mutual, c.mutual)) {
+            refusal = Some((code::FROM_MUTUAL_LIMIT, "From_Account has the maximum number of mutual follows"));
+        } else if back.is_some() && to_counts.is_some_and(|c| over(lim.max_mutual, c.mutual)) {
+            refusal = Some((code::TO_MUTUAL_LIMIT, "To_Account has the maximum number of mutual follows"));
         }
-        if over(cx.limits.max_followers, to_counts.followers) {
-            outcome.rejected.push(reject(code::FOLLOWER_LIMIT, "To_Account has the maximum number of followers"));
-            continue;
-        }
-        let back = tx.edge(dst, src)?;
-        if back.is_some() && over(cx.limits.max_mutual, from_counts.mutual) {
-            outcome.rejected.push(reject(code::FROM_MUTUAL_LIMIT, "From_Account has the maximum number of mutual follows"));
-            continue;
-        }
-        if back.is_some() && over(cx.limits.max_mutual, to_counts.mutual) {
-            outcome.rejected.push(reject(code::TO_MUTUAL_LIMIT, "To_Account has the maximum number of mutual follows"));
-            continue;
-        }
-        supersede(tx, cx.app, src, dst, &deleting)?;
+        let known = if refusal.is_some() || !deleting.is_empty() { Some(tx.edge(src, dst)?.is_some()) } else { None };
         let key = match f.key {
             Some(k) => k,
             None => tx.next_key(),
         };
-        tx.insert_edge(src, dst, key)?;
+        let added = match (known, refusal) {
+            (Some(true), _) => false,
+            (_, Some((code, info))) => {
+                outcome.rejected.push(reject(code, info));
+                continue;
+            }
+            (Some(false), None) => {
+                supersede(tx, cx.app, src, dst, &deleting)?;
+                tx.insert_edge(src, dst, key)?;
+                true
+            }
+            (None, None) => tx.insert_edge_if_absent(src, dst, key)?,
+        };
+        if let Some(run) = opts.replace_run {
+            tx.bulk_mark(run, src, dst)?;
+        }
+        if !added {
+            outcome.follows_existing += 1;
+            continue;
+        }
         if let Some(back_key) = back {
             // A mutual relation began with the later of its two follows.
             tx.insert_mutual(src, dst, key.max(back_key))?;
@@ -160,9 +172,6 @@ pub fn import(
         let m = i64::from(back.is_some());
         tx.add_counts(src, Counts { followers: 0, following: 1, mutual: m })?;
         tx.add_counts(dst, Counts { followers: 1, following: 0, mutual: m })?;
-        if let Some(run) = opts.replace_run {
-            tx.bulk_mark(run, src, dst)?;
-        }
         tx.changed(cx.app, EdgeChange { from: f.from.clone(), to: f.to.clone(), added: true, mutual: back.is_some() });
         outcome.follows_added += 1;
         if notify {

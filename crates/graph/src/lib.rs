@@ -245,6 +245,9 @@ pub trait WriteTx {
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>>;
     /// Adds edge `src → dst` (both orderings).
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()>;
+    /// Adds edge `src → dst` unless it exists (then nothing changes); true when added. One step
+    /// where [`WriteTx::edge`] then [`WriteTx::insert_edge`] would take two (bulk import).
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool>;
     /// Removes edge `src → dst` (both orderings).
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()>;
     /// Records that `a` and `b` follow each other since `key` (both directions).

@@ -682,8 +682,8 @@ struct SqliteWriteTx<'w> {
     names: &'w mut HashMap<Uid, (AppId, UserId)>,
     deleting: &'w mut Vec<(AppId, Uid)>,
     last_key: &'w mut TimeKey,
-    /// id → (stored counts, delta of this batch)
-    counts: HashMap<Uid, (Counts, Counts)>,
+    /// id → (stored counts, once read; delta of this batch)
+    counts: HashMap<Uid, (Option<Counts>, Counts)>,
     now_ms: u64,
     /// The first database failure; once set, every later step fails and the batch rolls back.
     failed: Option<StoreError>,
@@ -881,6 +881,12 @@ impl WriteTx for SqliteWriteTx<'_> {
         })
     }
 
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool> {
+        self.guard(|tx| {
+            tx.conn.prepare_cached("INSERT OR IGNORE INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(|n| n == 1)
+        })
+    }
+
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
         self.guard(|tx| tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(drop))
     }
@@ -926,21 +932,21 @@ impl WriteTx for SqliteWriteTx<'_> {
     }
 
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
-        if let Some((base, d)) = self.counts.get(&uid) {
-            return Ok(Counts {
-                followers: base.followers + d.followers,
-                following: base.following + d.following,
-                mutual: base.mutual + d.mutual,
-            });
-        }
-        let base = self.guard(|tx| read_counts(tx.conn, uid))?;
-        self.counts.insert(uid, (base, Counts::default()));
-        Ok(base)
+        let (base, d) = match self.counts.get(&uid) {
+            Some(&(Some(base), d)) => (base, d),
+            cached => {
+                let d = cached.map_or_else(Counts::default, |&(_, d)| d);
+                let base = self.guard(|tx| read_counts(tx.conn, uid))?;
+                self.counts.insert(uid, (Some(base), d));
+                (base, d)
+            }
+        };
+        Ok(Counts { followers: base.followers + d.followers, following: base.following + d.following, mutual: base.mutual + d.mutual })
     }
 
     fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()> {
-        self.counts(uid)?;
-        let (_, d) = self.counts.get_mut(&uid).expect("loaded above");
+        // The stored counters are read only when a rule asks for them (the flush adds the deltas).
+        let (_, d) = self.counts.entry(uid).or_insert((None, Counts::default()));
         d.followers += delta.followers;
         d.following += delta.following;
         d.mutual += delta.mutual;
