@@ -455,8 +455,19 @@ pub async fn import(target: &Target, args: &ImportArgs, stop: watch::Receiver<bo
             cp.seen = batch.seen;
             if let Some(m) = batch.malformed {
                 cp.report.failure = Some(m);
-                save(&cp_path, &cp)?;
                 progress.finish();
+                if let Some(run) = cp.run {
+                    // No sweep after part of a file: drop the run's marks; the fixed file is a new run.
+                    let mut cursor = "f".to_owned();
+                    while !cursor.is_empty() {
+                        let step: SweepReply =
+                            target.call_retrying("/bulk/v1/sweep", &SweepRequest { run, cursor, webhooks: false }).await?;
+                        cursor = step.next_cursor;
+                    }
+                    let _ = std::fs::remove_file(&cp_path);
+                } else {
+                    save(&cp_path, &cp)?;
+                }
                 return Ok(cp.report);
             }
             if !more {

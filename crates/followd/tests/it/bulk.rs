@@ -167,6 +167,13 @@ async fn replace_removes_what_the_file_lacks() {
     // Replacing again with the same file is a no-op.
     let r = import(&s, &dir.path().join("g.csv"), Mode::Replace, false).await;
     assert_eq!((r.follows_added, r.follows_existing, r.removed), (0, 2, 0));
+    // A replace that stops at a malformed line removes nothing and leaves no marks behind.
+    let r = import(&s, &write(dir.path(), "bad.csv", "d,b\nnot a line\n"), Mode::Replace, false).await;
+    assert!(r.failure.unwrap().starts_with("line 2"));
+    assert_eq!(s.list("a", 2, 100).await, vec!["b"]);
+    assert_eq!(s.list("d", 2, 100).await, vec!["b"], "what came before the bad line is applied");
+    let db = rusqlite::Connection::open(s.dir.path().join("data/followd.db")).unwrap();
+    assert_eq!(db.query_row("SELECT count(*) FROM bulk_marks", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
     s.stop().await;
 }
 
@@ -357,4 +364,79 @@ async fn migrate_copies_every_following_list_and_resumes_after_an_interruption()
     assert!(dst.events().is_empty());
     from.stop().await;
     dst.stop().await;
+}
+
+#[tokio::test]
+async fn migrate_waits_out_a_busy_source() {
+    // The source allows 15 calls a second per API; migrate asks for far more and gets 60007s.
+    let from = spawn_with("rate_limit_per_second = 15", "").await;
+    let users = names(30);
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    from.import(&refs).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Loaded in bulk: the bulk API has no rate limit.
+    let csv: String = users[1..].iter().map(|u| format!("{u},u0\n")).collect();
+    assert_eq!(import(&from, &write(dir.path(), "g.csv", &csv), Mode::Merge, false).await.follows_added, 29);
+    let accounts = write(dir.path(), "accounts.txt", &users.join("\n"));
+    let dst = spawn().await;
+    let args = MigrateArgs {
+        from: format!("http://{}", from.addr),
+        from_sdkappid: APP_A,
+        from_key: KEY_A.into(),
+        from_admin: ADMIN.into(),
+        accounts,
+        rate: 1000,
+        webhooks: false,
+        checkpoint: None,
+        stop_after: None,
+        quiet: true,
+    };
+    let r = migrate::migrate(&target(&dst, APP_A, KEY_A), &args, running()).await.unwrap();
+    assert!(r.complete && r.failures.is_empty(), "{r:?}");
+    assert!(r.calls > 30, "some calls were refused and retried: {}", r.calls);
+    assert_eq!(r.follows_added, 29);
+    assert_eq!(dst.counts("u0").await, (29, 0, 0));
+    from.stop().await;
+    dst.stop().await;
+}
+
+#[tokio::test]
+async fn an_export_is_one_snapshot_while_writes_go_on() {
+    let s = std::sync::Arc::new(spawn().await);
+    let users = names(300);
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    for chunk in refs.chunks(100) {
+        s.import(chunk).await;
+    }
+    // Each call adds two follows in one transaction: a snapshot holds both or neither.
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..300usize {
+                let (a, b) = (format!("u{}", (i + 1) % 300), format!("u{}", (i + 2) % 300));
+                assert_ok(&s.follow(&format!("u{i}"), &[&a, &b]).await);
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = Vec::new();
+    for k in 0.. {
+        let done = writer.is_finished();
+        let text = export(&s, &dir.path().join(format!("{k}.ndjson"))).await;
+        let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
+        for l in text.lines().filter(|l| l.starts_with("{\"From_Account\"")) {
+            let v: Value = serde_json::from_str(l).unwrap();
+            *per_user.entry(v["From_Account"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        assert!(per_user.values().all(|n| *n == 2), "a user with half a call's follows: {per_user:?}");
+        sizes.push(per_user.len());
+        if done {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+    assert_eq!(sizes.last(), Some(&300));
+    assert!(sizes.iter().any(|&n| n > 0 && n < 300), "no export ran while the writes went on: {sizes:?}");
+    std::sync::Arc::try_unwrap(s).ok().unwrap().stop().await;
 }
