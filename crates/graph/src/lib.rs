@@ -285,6 +285,8 @@ pub trait WriteTx {
         after: Option<(Uid, Uid)>,
         limit: usize,
     ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)>;
+    /// Whether run `run` marked any edge.
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool>;
     /// Drops up to `limit` marks of run `run`; returns how many were dropped (0: none left).
     fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64>;
 }

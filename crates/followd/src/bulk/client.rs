@@ -460,8 +460,9 @@ pub async fn import(target: &Target, args: &ImportArgs, stop: watch::Receiver<bo
                     // No sweep after part of a file: drop the run's marks; the fixed file is a new run.
                     let mut cursor = "f".to_owned();
                     while !cursor.is_empty() {
-                        let step: SweepReply =
-                            target.call_retrying("/bulk/v1/sweep", &SweepRequest { run, cursor, webhooks: false }).await?;
+                        let step: SweepReply = target
+                            .call_retrying("/bulk/v1/sweep", &SweepRequest { run, cursor, webhooks: false, allow_empty: false })
+                            .await?;
                         cursor = step.next_cursor;
                     }
                     let _ = std::fs::remove_file(&cp_path);
@@ -484,6 +485,8 @@ pub async fn import(target: &Target, args: &ImportArgs, stop: watch::Receiver<bo
         cp.sweep = cp.run.map(|_| String::new());
     }
     if let (Some(run), Some(cursor)) = (cp.run, cp.sweep.clone()) {
+        // A file without follows makes the app's graph empty: say so to the server.
+        let allow_empty = cp.report.follows_added + cp.report.follows_existing == 0;
         let mut cursor = cursor;
         loop {
             save(&cp_path, &Checkpoint { sweep: Some(cursor.clone()), ..cp.clone() })?;
@@ -492,8 +495,9 @@ pub async fn import(target: &Target, args: &ImportArgs, stop: watch::Receiver<bo
                 cp.report.interrupted = true;
                 return Ok(cp.report);
             }
-            let step: SweepReply =
-                target.call_retrying("/bulk/v1/sweep", &SweepRequest { run, cursor: cursor.clone(), webhooks: args.webhooks }).await?;
+            let step: SweepReply = target
+                .call_retrying("/bulk/v1/sweep", &SweepRequest { run, cursor: cursor.clone(), webhooks: args.webhooks, allow_empty })
+                .await?;
             cp.report.removed += step.removed;
             if step.next_cursor.is_empty() {
                 break;

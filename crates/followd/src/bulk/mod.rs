@@ -112,6 +112,10 @@ pub struct SweepRequest {
     /// Emit `Follow.CallbackAfterFollowDelete` for each removed edge (default: none).
     #[serde(default)]
     pub webhooks: bool,
+    /// Sweep even though the run marked no follow (its file had none): removes every follow of the
+    /// app. Without it such a sweep is refused, so a wrong `Run` cannot empty the graph.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// The answer to a sweep step.

@@ -8,11 +8,11 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use followd_graph::bulk::{self, BulkFollow, BulkOptions, SweepPosition};
 use followd_graph::write::{NewAccount, WriteContext};
-use followd_graph::{key_of_micros, micros_of_key, ExportRow, Origin};
+use followd_graph::{key_of_micros, micros_of_key, ExportRow, GraphError, Origin};
 use followd_protocol::api::{ApiError, Family};
 use followd_protocol::{code, OptPlatform, UserId};
 use std::net::SocketAddr;
@@ -39,6 +39,15 @@ fn admin(st: &AppState, query: Option<&str>) -> Result<Arc<App>, ApiError> {
     auth::authenticate_admin(&st.apps, &UrlParams::parse(query), FAMILY, now_secs())
 }
 
+/// Refuses what is not a `POST`, as the REST API does (`60002`).
+fn post_only(method: &Method) -> Result<(), ApiError> {
+    if method == Method::POST {
+        Ok(())
+    } else {
+        Err(ApiError::new(code::HTTP_PARSE, "only POST is allowed"))
+    }
+}
+
 fn invalid(info: String) -> ApiError {
     ApiError::new(FAMILY.invalid(), info)
 }
@@ -58,9 +67,9 @@ fn body_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
 }
 
 /// `POST /bulk/v1/export`: the app's graph as NDJSON, from one read snapshot.
-pub async fn export(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+pub async fn export(State(st): State<Arc<AppState>>, method: Method, RawQuery(query): RawQuery) -> Response {
     let request_id = st.next_request_id();
-    let app = match admin(&st, query.as_deref()) {
+    let app = match post_only(&method).and_then(|()| admin(&st, query.as_deref())) {
         Ok(a) => a,
         Err(e) => return refuse(FAMILY, &request_id, e),
     };
@@ -118,11 +127,15 @@ pub async fn export(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) 
 pub async fn import(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = st.next_request_id();
-    let result = run_import(&st, peer, query.as_deref(), body, &request_id).await;
+    let result = match post_only(&method) {
+        Ok(()) => run_import(&st, peer, query.as_deref(), body, &request_id).await,
+        Err(e) => Err(e),
+    };
     envelope(FAMILY, &request_id, &result)
 }
 
@@ -209,11 +222,15 @@ fn parse_cursor(c: &str) -> Option<Phase> {
 pub async fn sweep(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = st.next_request_id();
-    let result = run_sweep(&st, peer, query.as_deref(), body, &request_id).await;
+    let result = match post_only(&method) {
+        Ok(()) => run_sweep(&st, peer, query.as_deref(), body, &request_id).await,
+        Err(e) => Err(e),
+    };
     envelope(FAMILY, &request_id, &result)
 }
 
@@ -228,12 +245,19 @@ async fn run_sweep(
     let req: SweepRequest = body_json(body)?;
     let phase = parse_cursor(&req.cursor).ok_or_else(|| invalid("Cursor is not a cursor this server returned".into()))?;
     let cx = context(&app, peer);
-    let (run, webhooks) = (req.run, req.webhooks);
+    let (run, webhooks, allow_empty) = (req.run, req.webhooks, req.allow_empty);
     let reply = match phase {
         Phase::Sweep(after) => {
-            let step = followd_graph::write(&*st.store, move |tx| bulk::sweep(tx, &cx, run, after, SWEEP_STEP, webhooks))
-                .await
-                .map_err(|e| from_graph(e, FAMILY, request_id))?;
+            let step = followd_graph::write(&*st.store, move |tx| {
+                if after.is_none() && !allow_empty && !tx.bulk_has_marks(run)? {
+                    return Err(GraphError::Invalid(format!(
+                        "run {run} marked no follow: import its file with ReplaceRun first, or set AllowEmpty to remove every follow"
+                    )));
+                }
+                bulk::sweep(tx, &cx, run, after, SWEEP_STEP, webhooks)
+            })
+            .await
+            .map_err(|e| from_graph(e, FAMILY, request_id))?;
             let next_cursor = step.next.map_or_else(|| "f".to_owned(), |(s, d)| format!("s.{s}.{d}"));
             SweepReply { removed: step.removed, next_cursor }
         }

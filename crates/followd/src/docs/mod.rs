@@ -269,27 +269,34 @@ fn bulk_operations(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Vec<(&'static 
     }
     let mut codes = common_errors(Family::Account, Surface::Rest);
     codes.retain(|(c, _)| *c != followd_protocol::code::RATE_LIMITED);
-    let op =
-        |id: &str, summary: &str, details: &str, request: Option<String>, ok: utoipa::openapi::Response, codes: &[(u32, &'static str)]| {
-            let mut b = OperationBuilder::new()
-                .operation_id(Some(id))
-                .tag("bulk")
-                .summary(Some(summary))
-                .description(Some(format!("{details}\n\n{}", describe_codes(codes))))
-                .parameters(Some(url_parameters(Surface::Rest)));
-            if let Some(r) = request {
-                b = b.request_body(Some(
-                    RequestBodyBuilder::new()
-                        .required(Some(Required::True))
-                        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(r))).build())
-                        .build(),
-                ));
-            }
-            PathItem::new(
-                HttpMethod::Post,
-                b.responses(ResponsesBuilder::new().response("200", ok).build()).extensions(Some(errors_extension(codes).build())).build(),
-            )
-        };
+    let op = |id: &str,
+              summary: &str,
+              details: &str,
+              request: Option<(String, serde_json::Value)>,
+              ok: utoipa::openapi::Response,
+              codes: &[(u32, &'static str)]| {
+        let mut b = OperationBuilder::new()
+            .operation_id(Some(id))
+            .tag("bulk")
+            .summary(Some(summary))
+            .description(Some(format!("{details}\n\n{}", describe_codes(codes))))
+            .parameters(Some(url_parameters(Surface::Rest)));
+        if let Some((r, example)) = request {
+            b = b.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name(r))).example(Some(example)).build(),
+                    )
+                    .build(),
+            ));
+        }
+        PathItem::new(
+            HttpMethod::Post,
+            b.responses(ResponsesBuilder::new().response("200", ok).build()).extensions(Some(errors_extension(codes).build())).build(),
+        )
+    };
     let envelope = |reply: &str| {
         ResponseBuilder::new()
             .description("HTTP 200 with the success or the error envelope.")
@@ -326,7 +333,10 @@ fn bulk_operations(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Vec<(&'static 
                 "bulk_import",
                 "Applies one batch of accounts and follows in one transaction (at most 20,000 items, 8 MiB).",
                 "Creates missing accounts, keeps the given follow times, keeps counts exact, refuses (and lists in `Rejected`) follows over the app's limits. A follow that exists is left unchanged, so a batch sent twice changes nothing the second time. Webhooks only with `Webhooks: true`. The client keeps its position in its file.",
-                Some(import_req),
+                Some((
+                    import_req,
+                    json!({"Accounts": [{"UserID": "alice", "Nick": "Alice"}], "Follows": [{"From_Account": "alice", "To_Account": "bob", "FollowTimeUs": 1767225600123456i64}], "ReplaceRun": 8237461}),
+                )),
                 envelope(&import_rep),
                 &import_codes,
             ),
@@ -336,8 +346,8 @@ fn bulk_operations(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Vec<(&'static 
             op(
                 "bulk_sweep",
                 "One step of `replace`: removes the app's follows that the run's batches did not name.",
-                "Call with `Cursor: \"\"`, then with each `NextCursor`, until it is `\"\"` (the run's marks are then gone). Delete webhooks only with `Webhooks: true`.",
-                Some(sweep_req),
+                "After every batch of the file was imported with the same `ReplaceRun`, call with `Cursor: \"\"`, then with each `NextCursor`, until it is `\"\"` (the run's marks are then gone). A run that marked nothing is refused unless `AllowEmpty` is set. Delete webhooks only with `Webhooks: true`.",
+                Some((sweep_req, json!({"Run": 8237461, "Cursor": ""}))),
                 envelope(&sweep_rep),
                 &import_codes,
             ),

@@ -23,7 +23,7 @@ pub mod rest;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use followd_protocol::api::{ApiError, Family};
 use followd_protocol::code;
@@ -53,9 +53,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
         // Outside the concurrency limit and deadline: an export streams for as long as it takes.
-        .route("/bulk/v1/export", post(crate::bulk::server::export))
-        .route("/bulk/v1/import", post(crate::bulk::server::import).layer(DefaultBodyLimit::max(crate::bulk::MAX_IMPORT_BODY)))
-        .route("/bulk/v1/sweep", post(crate::bulk::server::sweep))
+        .route("/bulk/v1/export", any(crate::bulk::server::export))
+        .route("/bulk/v1/import", any(crate::bulk::server::import).layer(DefaultBodyLimit::max(crate::bulk::MAX_IMPORT_BODY)))
+        .route("/bulk/v1/sweep", any(crate::bulk::server::sweep))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

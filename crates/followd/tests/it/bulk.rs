@@ -298,19 +298,31 @@ async fn the_bulk_api_checks_the_caller_and_its_input() {
         assert_fail(&s.post_raw(&url(path, ADMIN, &sig(KEY_B, APP_A, ADMIN)), "{}").await, 70009);
     }
     let admin = sig(KEY_A, APP_A, ADMIN);
-    let import = url("/bulk/v1/import", ADMIN, &admin);
-    assert_fail(&s.post_raw(&import, "not json").await, 60003);
-    assert_fail(&s.post_raw(&import, r#"{"Follows":[{"From_Account":"a","To_Account":""}]}"#).await, 70402);
-    assert_fail(&s.post_raw(&import, r#"{"Follows":[{"From_Account":"a","To_Account":"b","FollowTimeUs":-1}]}"#).await, 70402);
+    let import_url = url("/bulk/v1/import", ADMIN, &admin);
+    assert_fail(&s.post_raw(&import_url, "not json").await, 60003);
+    assert_fail(&s.post_raw(&import_url, r#"{"Follows":[{"From_Account":"a","To_Account":""}]}"#).await, 70402);
+    assert_fail(&s.post_raw(&import_url, r#"{"Follows":[{"From_Account":"a","To_Account":"b","FollowTimeUs":-1}]}"#).await, 70402);
     assert_fail(&s.post_raw(&url("/bulk/v1/sweep", ADMIN, &admin), r#"{"Run":1,"Cursor":"x"}"#).await, 70402);
     let r = s.call("follow/follow_get_info", json!({"From_Account": "a", "To_Account": ["a"]})).await;
     assert_fail(&r, 30003);
     // App B's export does not show app A's graph.
     s.import(&["a", "b"]).await;
     assert_ok(&s.follow("a", &["b"]).await);
+    // A sweep of a run that marked nothing would empty the graph: refused unless asked for.
+    let sweep = url("/bulk/v1/sweep", ADMIN, &admin);
+    assert_fail(&s.post_raw(&sweep, r#"{"Run":5,"Cursor":""}"#).await, 70402);
+    assert_eq!(s.list("a", 2, 100).await, vec!["b"]);
+    // Not POST: the REST API's refusal.
+    let r = s.http.get(&sweep).send().await.unwrap();
+    assert_fail(&r.json().await.unwrap(), 60002);
     let dir = tempfile::tempdir().unwrap();
     client::export(&target(&s, APP_B, KEY_B), Some(&dir.path().join("b.ndjson")), true, running()).await.unwrap();
     assert_eq!(std::fs::read_to_string(dir.path().join("b.ndjson")).unwrap().lines().count(), 2);
+    // An import of a file without follows in replace mode does empty the app's graph.
+    let empty = write(dir.path(), "empty.csv", "From_Account,To_Account\n");
+    let r = import(&s, &empty, Mode::Replace, false).await;
+    assert_eq!((r.complete, r.removed), (true, 1));
+    assert!(s.list("a", 2, 100).await.is_empty());
     s.stop().await;
 }
 

@@ -1036,6 +1036,10 @@ impl WriteTx for SqliteWriteTx<'_> {
         Ok((next, rows.into_iter().filter(|r| !r.3).map(|r| (r.0, r.1, r.2)).collect()))
     }
 
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool> {
+        self.guard(|tx| tx.conn.prepare_cached("SELECT 1 FROM bulk_marks WHERE run = ?1 LIMIT 1")?.exists([run]))
+    }
+
     fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64> {
         self.guard(|tx| {
             tx.conn
