@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod bulk;
 mod delete;
 mod flood;
 mod live;
@@ -119,6 +120,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// `followd import` of a generated graph against `follow_add` of the same edges, then `followd
+    /// export`: edges/s, the ratio, and peak RSS of the server and of each command.
+    Import {
+        /// Edges imported (and exported).
+        #[arg(long, default_value_t = 1_000_000)]
+        edges: u64,
+        /// Edges loaded through follow_add for the baseline (a prefix of the same graph).
+        #[arg(long, default_value_t = 200_000)]
+        sample: u64,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -141,6 +152,9 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Delete { fans, writers, rate, baseline, chunk, no_webhook }) => rt.block_on(async {
             let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };
             delete::run(&server_binary(&cli)?, opts).await
+        }),
+        Some(Cmd::Import { edges, sample }) => rt.block_on(async {
+            bulk::run(&server_binary(&cli)?, bulk::Options { edges, sample: sample.min(edges), connections: cli.connections }).await
         }),
         None => rt.block_on(bench(cli)),
     }

@@ -28,8 +28,8 @@ pub mod schema;
 
 use followd_graph::outbox::{StoredEvent, WebhookId};
 use followd_graph::{
-    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView, Store,
-    StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView,
+    Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
 };
 use followd_protocol::{webhook, OptPlatform, UserId};
 use parking_lot::Mutex;
@@ -1095,6 +1095,16 @@ impl WriteTx for PgWriteTx<'_> {
         Ok(())
     }
 
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool> {
+        // Through `edge`, which takes the pair's lock: the mutual check of the other direction and
+        // the counters stay exact against another node's follow of the same pair.
+        if self.edge(src, dst)?.is_some() {
+            return Ok(false);
+        }
+        self.insert_edge(src, dst, key)?;
+        Ok(true)
+    }
+
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
         let n = self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]))?;
         if n == 0 {
@@ -1236,6 +1246,49 @@ impl WriteTx for PgWriteTx<'_> {
             self.changes.push((app, change));
         }
     }
+
+    fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()> {
+        self.guard(|c| {
+            c.execute("INSERT INTO bulk_marks(run, src, dst) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &[&run, &src, &dst]).map(drop)
+        })
+    }
+
+    fn bulk_unmarked(
+        &mut self,
+        app: AppId,
+        run: i64,
+        after: Option<(Uid, Uid)>,
+        limit: usize,
+    ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)> {
+        let (s0, d0) = after.unwrap_or((i64::MIN, i64::MIN));
+        let (app, lim) = (app as i64, limit as i64);
+        let rows = self.guard(|c| {
+            c.query(
+                "SELECT e.src, e.dst, e.t, EXISTS (SELECT 1 FROM bulk_marks m WHERE m.run = $2 AND m.src = e.src AND m.dst = e.dst) \
+                 FROM edges e JOIN accounts a ON a.id = e.src JOIN accounts b ON b.id = e.dst \
+                 WHERE (e.src, e.dst) > ($3, $4) AND e.app = $1 AND NOT a.deleted AND NOT b.deleted \
+                 ORDER BY e.src, e.dst LIMIT $5",
+                &[&app, &run, &s0, &d0, &lim],
+            )
+        })?;
+        let rows: Vec<(Uid, Uid, TimeKey, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let next = if rows.len() >= limit { rows.last().map(|r| (r.0, r.1)) } else { None };
+        Ok((next, rows.into_iter().filter(|r| !r.3).map(|r| (r.0, r.1, r.2)).collect()))
+    }
+
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool> {
+        self.guard(|c| Ok(c.query_opt("SELECT 1 FROM bulk_marks WHERE run = $1 LIMIT 1", &[&run])?.is_some()))
+    }
+
+    fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64> {
+        let lim = limit as i64;
+        self.guard(|c| {
+            c.execute(
+                "DELETE FROM bulk_marks WHERE (run, src, dst) IN (SELECT run, src, dst FROM bulk_marks WHERE run = $1 LIMIT $2)",
+                &[&run, &lim],
+            )
+        })
+    }
 }
 
 struct PgReadView<'c> {
@@ -1269,6 +1322,33 @@ const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.pro
      ORDER BY m.t DESC, m.b DESC LIMIT $4";
 
 impl ReadView for PgReadView<'_> {
+    fn export(&mut self, app: AppId, sink: &mut dyn FnMut(ExportRow<'_>) -> bool) -> StoreResult<()> {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let app = app as i64;
+        // Rows are streamed from this read's snapshot, never held all at once.
+        self.guard(|c| {
+            let params: [&(dyn ToSql + Sync); 1] = [&app];
+            let mut rows = c.client.query_raw("SELECT user_id, nick, face_url FROM accounts WHERE app = $1 AND NOT deleted", params)?;
+            while let Some(r) = rows.next()? {
+                if !sink(ExportRow::Account { user: r.get(0), nick: r.get(1), face_url: r.get(2) }) {
+                    return Ok(());
+                }
+            }
+            drop(rows);
+            let mut rows = c.client.query_raw(
+                "SELECT a.user_id, b.user_id, e.t FROM accounts a JOIN edges e ON e.src = a.id JOIN accounts b ON b.id = e.dst \
+                 WHERE a.app = $1 AND NOT a.deleted AND NOT b.deleted",
+                params,
+            )?;
+            while let Some(r) = rows.next()? {
+                if !sink(ExportRow::Follow { from: r.get(0), to: r.get(1), key: r.get(2) }) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
         let app = app as i64;
         self.guard(|c| {

@@ -123,6 +123,16 @@ ALTER TABLE events ADD COLUMN handed boolean NOT NULL DEFAULT false;
 CREATE INDEX events_lane ON events(app, from_account, id) WHERE state = 0;
 CREATE INDEX events_handed ON events(node, id) WHERE handed;
 "#,
+    r#"
+-- The marks of a bulk import in `replace` mode: the edges its file named, per run (keyed by the
+-- follower, as `edges`), so the sweep that removes the others needs no memory of its own.
+CREATE TABLE bulk_marks (
+    run bigint NOT NULL,
+    src bigint NOT NULL,
+    dst bigint NOT NULL,
+    PRIMARY KEY (run, src, dst)
+);
+"#,
 ];
 
 /// The schema version this build writes.
