@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod console;
+mod bulk;
 mod delete;
 mod flood;
 mod live;
+mod pg;
 mod webhooks;
 
 const APP: u64 = 1400000000;
@@ -50,6 +52,13 @@ struct Cli {
     /// Latency samples per page depth.
     #[arg(long, default_value_t = 2000)]
     samples: usize,
+    /// Run followd on PostgreSQL: a database of the run's own is created on this server and dropped
+    /// at the end (`postgres://user@host:port/db`, any database the user may connect to).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// followd processes sharing the PostgreSQL database; the load is spread over them by request.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +71,9 @@ enum Cmd {
         /// Events in the backlog that is drained.
         #[arg(long, default_value_t = 200_000)]
         backlog: u64,
+        /// Run followd on PostgreSQL (one node), in a database of the run's own on this server.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Live notifications: commit-to-WebSocket latency with many connected clients, memory per client.
     Live {
@@ -119,6 +131,16 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         samples: usize,
     },
+    /// `followd import` of a generated graph against `follow_add` of the same edges, then `followd
+    /// export`: edges/s, the ratio, and peak RSS of the server and of each command.
+    Import {
+        /// Edges imported (and exported).
+        #[arg(long, default_value_t = 1_000_000)]
+        edges: u64,
+        /// Edges loaded through follow_add for the baseline (a prefix of the same graph).
+        #[arg(long, default_value_t = 200_000)]
+        sample: u64,
+    },
     /// The baseline: a trivial JSON echo server (started by the benchmark itself).
     Echo {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -135,7 +157,9 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Flood { connections, slow_percent, rounds }) => {
             rt.block_on(async { flood::run(&server_binary(&cli)?, connections, slow_percent, rounds).await })
         }
-        Some(Cmd::Webhooks { seconds, backlog }) => rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog).await }),
+        Some(Cmd::Webhooks { seconds, backlog, ref database_url }) => {
+            rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog, database_url.as_deref()).await })
+        }
         Some(Cmd::Delete { fans, writers, rate, baseline, chunk, no_webhook }) => rt.block_on(async {
             let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };
             delete::run(&server_binary(&cli)?, opts).await
@@ -143,6 +167,9 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Console { fans, samples }) => {
             rt.block_on(async { console::run(&server_binary(&cli)?, fans, samples, cli.connections).await })
         }
+        Some(Cmd::Import { edges, sample }) => rt.block_on(async {
+            bulk::run(&server_binary(&cli)?, bulk::Options { edges, sample: sample.min(edges), connections: cli.connections }).await
+        }),
         None => rt.block_on(bench(cli)),
     }
 }
@@ -320,15 +347,24 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let server_bin = server_binary(&cli)?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("followd.toml");
+    let db = cli.database_url.as_deref().map(pg::Db::create).transpose()?;
+    if db.is_none() && cli.nodes != 1 {
+        bail!("--nodes needs --database-url: only PostgreSQL is shared by several nodes");
+    }
+    let top = db.as_ref().map_or(String::new(), |d| format!("database_url = \"{}\"\n", d.url));
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\n[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmax_following = 0\n"
+            "{top}listen = \"127.0.0.1:0\"\n[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\nadmins = [\"{ADMIN}\"]\nmax_following = 0\n"
         ),
     )?;
-    let mut cmd = tokio::process::Command::new(&server_bin);
-    cmd.args(["serve", "--config"]).arg(&config).env("FOLLOWD_LOG", "warn,followd=info");
-    let mut server = spawn(cmd).await?;
+    let mut servers = Vec::new();
+    for _ in 0..cli.nodes.max(1) {
+        let mut cmd = tokio::process::Command::new(&server_bin);
+        cmd.args(["serve", "--config"]).arg(&config).env("FOLLOWD_LOG", "warn,followd=info");
+        servers.push(spawn(cmd).await?);
+    }
+    let server = &servers[0];
     let mut echo_cmd = tokio::process::Command::new(&me);
     echo_cmd.arg("echo");
     let echo = spawn(echo_cmd).await?;
@@ -341,9 +377,21 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         query: format!("sdkappid={APP}&identifier={ADMIN}&usersig={sig}&random=1&contenttype=json"),
     };
     let t = Arc::new(t);
+    // Request i goes to node i % nodes.
+    let nodes: Arc<Vec<Target>> = Arc::new(
+        servers.iter().map(|s| Target { http: http.clone(), base: format!("http://{}", s.addr), query: t.query.clone() }).collect(),
+    );
     let dur = Duration::from_secs(cli.seconds);
     let conns = cli.connections;
-    eprintln!("followd {} (pid {:?}), echo {}, {} connections, {} s a phase", server.addr, server.proc.id(), echo.addr, conns, cli.seconds);
+    let store = db.as_ref().map_or("SQLite".to_owned(), |_| format!("PostgreSQL, {} node(s)", servers.len()));
+    eprintln!(
+        "followd {} (pid {:?}) on {store}, echo {}, {} connections, {} s a phase",
+        server.addr,
+        server.proc.id(),
+        echo.addr,
+        conns,
+        cli.seconds
+    );
 
     // Users for the throughput phases.
     let u = cli.users;
@@ -352,9 +400,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     // A graph of `graph_edges` edges among users u..2u (each follows `per_user` others spread over the
     // id range), loaded through the API; the storage figures are read from it.
     let per_user = cli.graph_edges.div_ceil(u);
-    let url = t.url("follow/follow_add");
     let stride = (u / per_user.max(1)).max(1);
+    let ns = nodes.clone();
     let graph_make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {
+        let url = ns[i as usize % ns.len()].url("follow/follow_add");
         let (f, chunk) = (i % u, i / u);
         let items: Vec<Value> = (chunk * 20..((chunk + 1) * 20).min(per_user))
             .map(|k| json!({"To_Account": user(u + (f * 7919 + 1 + k * stride) % u)}))
@@ -364,7 +413,11 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let load_start = Instant::now();
     let graph = drive(&http, conns, Duration::from_secs(24 * 3600), u * per_user.div_ceil(20), graph_make, ok_items).await?;
     eprintln!("loaded a graph of {} edges in {:.1} s", graph.units, load_start.elapsed().as_secs_f64());
-    let (g_edges, g_live, g_edge_bytes, _) = storage(&dir.path().join("data"))?;
+    let measure = |dir: &Path| match &db {
+        Some(d) => pg::storage(&d.url),
+        None => storage(&dir.join("data")),
+    };
+    let (g_edges, g_live, g_edge_bytes, _) = measure(dir.path())?;
 
     // The list-latency account: `fans` followers, loaded through the API.
     let star = load_star(&t, &http, conns, 2 * u, cli.fans).await?;
@@ -408,7 +461,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     ms.sort_by(f64::total_cmp);
     let (echo_p50, echo_p99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
     // Storage right after loading, before the throughput phases churn the files.
-    let (edges, live_bytes, edge_bytes, account_bytes) = storage(&dir.path().join("data"))?;
+    let (edges, live_bytes, edge_bytes, account_bytes) = measure(dir.path())?;
 
     let echo_url = format!("http://{}/echo", echo.addr);
     let echo_make = |url: String| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
@@ -420,17 +473,18 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     eprintln!("echo: {:.0} req/s", echo1.rps());
 
     let add_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
-        let t = t.clone();
-        let url = t.url("follow/follow_add");
+        let ns = nodes.clone();
         Arc::new(move |i| {
+            let url = ns[i as usize % ns.len()].url("follow/follow_add");
             let (f, round) = (i % u, i / u);
             let items: Vec<Value> = (0..per).map(|j| json!({"To_Account": user((f + 1 + round * per + j) % u)})).collect();
             (url.clone(), json!({"From_Account": user(f), "FollowItem": items}).to_string())
         })
     };
     let del_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
-        let url = t.url("follow/follow_delete");
+        let ns = nodes.clone();
         Arc::new(move |i| {
+            let url = ns[i as usize % ns.len()].url("follow/follow_delete");
             let (f, round) = (i % u, i / u);
             let to: Vec<String> = (0..per).map(|j| user((f + 1 + round * per + j) % u)).collect();
             (url.clone(), json!({"From_Account": user(f), "To_Account": to}).to_string())
@@ -448,17 +502,45 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let echo_rps = (echo1.rps() + echo2.rps()) / 2.0;
     eprintln!("echo again: {:.0} req/s", echo2.rps());
 
-    let rss = server.proc.id().and_then(peak_rss_kib).unwrap_or(0);
+    let rss = servers.iter().filter_map(|s| s.proc.id().and_then(peak_rss_kib)).max().unwrap_or(0);
     // Stop gracefully so the WAL is checkpointed, then measure the files.
-    if let Some(pid) = server.proc.id() {
-        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    for s in &servers {
+        if let Some(pid) = s.proc.id() {
+            std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        }
     }
-    server.proc.wait().await?;
+    for s in &mut servers {
+        s.proc.wait().await?;
+    }
+    // PostgreSQL's own rate for as many edge rows as the 20-target phase added, with nothing else
+    // running.
+    let copy = match &db {
+        Some(d) => {
+            let r = pg::copy_rate(&d.url, add20.units.max(100_000))?;
+            eprintln!("PostgreSQL COPY of {} edge rows: {r:.0} rows/s", add20.units.max(100_000));
+            Some(r)
+        }
+        None => None,
+    };
 
     println!();
     println!("| figure | value | baseline (same run) | ratio |");
     println!("|---|---|---|---|");
+    println!("| store | {store} | | |");
     println!("| echo endpoint | {echo_rps:.0} req/s | | |");
+    if let Some(copy) = copy {
+        println!("| PostgreSQL COPY of the same edge rows (scratch table with the edges' indexes) | {copy:.0} rows/s | | |");
+        println!(
+            "| follow_add, 20 targets/call, against COPY | {:.0} edges/s | COPY {copy:.0} rows/s | {:.3} of COPY |",
+            add20.ups(),
+            add20.ups() / copy
+        );
+        println!(
+            "| follow_add, 1 target/call, against COPY | {:.0} edges/s | COPY {copy:.0} rows/s | {:.3} of COPY |",
+            add1.ups(),
+            add1.ups() / copy
+        );
+    }
     for (name, p) in [("follow_add, 20 targets/call", add20), ("follow_delete, 20 targets/call", del20)] {
         println!(
             "| {name} | {:.0} edges/s ({:.0} calls/s) | echo {echo_rps:.0} req/s | {:.2} edges per echo request |",
@@ -489,7 +571,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         live_bytes as f64 / edges.max(1) as f64
     );
     println!("| accounts table and index per account | {:.1} B | | |", account_bytes as f64 / accounts as f64);
-    println!("| server peak RSS | {:.1} MiB | | |", rss as f64 / 1024.0);
+    println!("| server peak RSS (largest node) | {:.1} MiB | | |", rss as f64 / 1024.0);
     let summary = json!({
         "echo_rps": echo_rps.round(),
         "add20_edges_per_s": add20.ups().round(), "add20_edges_per_echo_req": round2(add20.ups() / echo_rps),
@@ -504,6 +586,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         "all_edge_bytes_per_edge": round2(edge_bytes as f64 / edges.max(1) as f64),
         "all_db_bytes_per_edge": round2(live_bytes as f64 / edges.max(1) as f64),
         "peak_rss_mib": round2(rss as f64 / 1024.0),
+        "store": store, "copy_rows_per_s": copy.map(f64::round),
+        "add20_vs_copy": copy.map(|c| round2(add20.ups() / c * 1000.0) / 1000.0),
     });
     println!("{summary}");
     drop(echo);

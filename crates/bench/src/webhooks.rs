@@ -52,8 +52,8 @@ async fn receive(
     ([("content-type", "application/json")], followd_protocol::webhook::RESPONSE_OK)
 }
 
-fn config(receiver: &str) -> String {
-    let mut c = String::from("listen = \"127.0.0.1:0\"\n");
+fn config(receiver: &str, top: &str) -> String {
+    let mut c = format!("{top}listen = \"127.0.0.1:0\"\n");
     for i in 0..=LATENCY_APPS {
         // App 0's long timeout lets a gated receiver hold a backlog without failing attempts.
         let timeout = if i == 0 { 600_000 } else { 2_000 };
@@ -150,7 +150,10 @@ async fn paced(
     Ok(lat)
 }
 
-pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64) -> anyhow::Result<()> {
+/// With `database_url`, followd runs on PostgreSQL, in a database of the run's own (dropped after).
+pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, database_url: Option<&str>) -> anyhow::Result<()> {
+    let db = database_url.map(crate::pg::Db::create).transpose()?;
+    let top = db.as_ref().map_or(String::new(), |d| format!("database_url = \"{}\"\n", d.url));
     let (open, _) = tokio::sync::watch::channel(true);
     let rcv = Arc::new(Receiver { count: AtomicU64::new(0), open, arrivals: Mutex::new(HashMap::new()), track: false.into() });
     let app = axum::Router::new().route("/{*path}", axum::routing::post(receive)).with_state(rcv.clone());
@@ -160,13 +163,13 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64) -> an
 
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("followd.toml");
-    std::fs::write(&cfg, config(&raddr.to_string()))?;
+    std::fs::write(&cfg, config(&raddr.to_string(), &top))?;
     let mut cmd = tokio::process::Command::new(server_bin);
     cmd.args(["serve", "--config"]).arg(&cfg).env("FOLLOWD_LOG", "warn,followd=info");
     let server = spawn(cmd).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
     let conns = 64;
-    eprintln!("followd {}, receiver {raddr}", server.addr);
+    eprintln!("followd {} on {}, receiver {raddr}", server.addr, if db.is_some() { "PostgreSQL" } else { "SQLite" });
 
     // Baseline: the same kind of client posting the same request to the same receiver, no storage.
     let body = followd_protocol::webhook::follow_add_body("u0000001", &["u0000002"], 1_700_000_000_000);

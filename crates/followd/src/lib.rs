@@ -13,11 +13,12 @@
 //! 4. the graph rules (`followd_graph`) and the store (`followd_store`).
 //!
 //! Beside them: [`state`] (the handles every request shares), [`apps`] (the hosted apps), [`body`]
-//! (typed access to a request body), [`console`] (the web console at `/console`), [`docs`] (the OpenAPI document and the reference page), and the
+//! (typed access to a request body), [`bulk`] (the bulk API and `followd export`/`import`/`migrate`), [`console`] (the web console at `/console`), [`docs`] (the OpenAPI document and the reference page), and the
 //! background parts ([`live`], [`deletion`], [`health`], [`metrics`], [`net`]).
 
 pub mod apps;
 pub mod body;
+pub mod bulk;
 pub mod clock;
 pub mod cmd;
 pub mod config;

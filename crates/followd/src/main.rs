@@ -1,4 +1,5 @@
-//! The `followd` command: `serve`, `usersig`, `listen`, `openapi`. Parses arguments, loads the config,
+//! The `followd` command: `serve`, `usersig`, `listen`, `openapi`, and `export`, `import`, `migrate`
+//! ([`followd::bulk::cli`]). Parses arguments, loads the config,
 //! calls the library.
 
 use anyhow::Context as _;
@@ -61,12 +62,15 @@ enum Command {
         #[arg(long)]
         forward: Option<String>,
     },
+    #[command(flatten)]
+    Bulk(followd::bulk::cli::BulkCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Bulk(cmd) => std::process::exit(followd::bulk::cli::run(cmd)?),
         Command::Openapi => {
             print!("{}", followd::docs::json());
             Ok(())

@@ -1,13 +1,14 @@
 //! What a node does beside serving when several followd nodes share one PostgreSQL database.
 //!
-//! - [`adopt_loop`]: every heartbeat, takes over the pending webhooks of nodes whose lease ran out (a
-//!   node killed mid-delivery) and hands them to this node's dispatcher, as a replay.
+//! - [`adopt_loop`]: takes the events other nodes handed to this one (lanes it owns) as soon as it is
+//!   told (`LISTEN`) and at every heartbeat, and every heartbeat takes over the pending webhooks of
+//!   nodes whose lease ran out (a node killed mid-delivery); both go to this node's dispatcher.
 //! - [`overrides_loop`]: applies webhook settings that the admin API changed on another node, within
 //!   a second.
 
 use followd_graph::outbox::{Outbox, WebhookOverride};
 use followd_graph::AppId;
-use followd_store::postgres::HEARTBEAT;
+use followd_store::postgres::{ADOPT_LANES, HEARTBEAT};
 use followd_store::PgStore;
 use followd_webhook::Dispatcher;
 use std::collections::HashMap;
@@ -16,20 +17,28 @@ use std::time::Duration;
 
 use crate::apps::Apps;
 
-/// Events adopted at most per heartbeat (the next heartbeat takes the rest).
-const ADOPT_BATCH: i64 = 10_000;
-
-/// Takes over the pending webhooks of dead nodes until `stop`.
+/// Takes handed events and the pending webhooks of dead nodes until `stop`. One task does both, so
+/// what it passes to the dispatcher arrives in the order it was taken.
 pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let handed = store.handed_signal();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let beat = tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = handed.notified() => false,
+            _ = heartbeat.tick() => true,
+        };
+        if beat {
+            match store.adopt_orphans(ADOPT_LANES).await {
+                Ok(events) if events.is_empty() => {}
+                Ok(events) => dispatcher.enqueue(events),
+                Err(e) => tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes"),
+            }
         }
-        match store.adopt_orphans(ADOPT_BATCH).await {
-            Ok(events) if events.is_empty() => {}
-            Ok(events) => dispatcher.enqueue(events),
-            Err(e) => tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes"),
+        let d = dispatcher.clone();
+        if let Err(e) = store.claim_handed(move |events| d.enqueue(events)).await {
+            tracing::warn!(error = %e, "cannot take the webhooks handed to this node");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! owes. Because the events are emitted through the same [`WriteTx`] as the edges, they commit in the
 //! same transaction (decisions.md §4). [`deletion`] explains why deleting an account is a job.
 
+pub mod bulk;
 pub mod cursor;
 pub mod deletion;
 pub mod outbox;
@@ -37,12 +38,19 @@ pub const TICK_MICROS: i64 = 4;
 
 /// The [`TimeKey`] tick of a wall-clock time in µs since 1970.
 pub fn key_of_micros(unix_micros: i64) -> TimeKey {
-    (unix_micros - EPOCH_SECS as i64 * 1_000_000) / TICK_MICROS
+    (unix_micros - EPOCH_SECS as i64 * 1_000_000).div_euclid(TICK_MICROS)
 }
 
 /// Converts an ordering key to the protocol's `FollowTime` (Unix seconds).
 pub fn follow_time_secs(key: TimeKey) -> u64 {
-    EPOCH_SECS + (key.max(0) * TICK_MICROS / 1_000_000) as u64
+    (micros_of_key(key).div_euclid(1_000_000)).max(0) as u64
+}
+
+/// The wall-clock time of a [`TimeKey`], µs since 1970 (exact: the inverse of [`key_of_micros`] on
+/// multiples of [`TICK_MICROS`]). Keys before [`EPOCH_SECS`] are negative: imported follows may be
+/// older than the epoch.
+pub fn micros_of_key(key: TimeKey) -> i64 {
+    EPOCH_SECS as i64 * 1_000_000 + key * TICK_MICROS
 }
 
 /// A user's three counters, stored and kept exact by every write.
@@ -237,6 +245,9 @@ pub trait WriteTx {
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>>;
     /// Adds edge `src → dst` (both orderings).
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()>;
+    /// Adds edge `src → dst` unless it exists (then nothing changes); true when added. One step
+    /// where [`WriteTx::edge`] then [`WriteTx::insert_edge`] would take two (bulk import).
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool>;
     /// Removes edge `src → dst` (both orderings).
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()>;
     /// Records that `a` and `b` follow each other since `key` (both directions).
@@ -265,6 +276,48 @@ pub trait WriteTx {
     fn prefetch(&mut self, _app: AppId, _from: &UserId, _targets: &[UserId]) -> StoreResult<()> {
         Ok(())
     }
+    /// Marks edge `src → dst` as named by bulk-import run `run` (`replace` mode; see [`bulk`]).
+    /// Marking twice is harmless.
+    fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()>;
+    /// Looks at up to `limit` edges of `app` whose two accounts are live, in `(src, dst)` order
+    /// strictly after `after`, and returns those that run `run` did not mark, `(src, dst, key)`. The
+    /// position is that of the last edge looked at, or `None` when fewer than `limit` were left
+    /// (the end).
+    #[allow(clippy::type_complexity)]
+    fn bulk_unmarked(
+        &mut self,
+        app: AppId,
+        run: i64,
+        after: Option<(Uid, Uid)>,
+        limit: usize,
+    ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)>;
+    /// Whether run `run` marked any edge.
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool>;
+    /// Drops up to `limit` marks of run `run`; returns how many were dropped (0: none left).
+    fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64>;
+}
+
+/// One record of an app's export, borrowed from the store's row (see [`ReadView::export`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportRow<'a> {
+    /// A live account with its profile.
+    Account {
+        /// The UserID.
+        user: &'a str,
+        /// `Nick`, when set.
+        nick: Option<&'a str>,
+        /// `FaceUrl`, when set.
+        face_url: Option<&'a str>,
+    },
+    /// A follow between two live accounts, with its ordering key.
+    Follow {
+        /// `From_Account`.
+        from: &'a str,
+        /// `To_Account`.
+        to: &'a str,
+        /// When it began.
+        key: TimeKey,
+    },
 }
 
 /// The primitives of a consistent read snapshot.
@@ -290,6 +343,10 @@ pub trait ReadView {
     fn app_totals(&mut self, _app: AppId) -> StoreResult<Option<(u64, u64)>> {
         Ok(None)
     }
+    /// Streams every live account of `app` and then every follow between live accounts of `app`,
+    /// all from this snapshot, to `sink`, without holding them in memory; stops early when `sink`
+    /// returns `false`.
+    fn export(&mut self, app: AppId, sink: &mut dyn FnMut(ExportRow<'_>) -> bool) -> StoreResult<()>;
 }
 
 /// A unit of write work: runs inside the writer's transaction and returns what to do once the

@@ -31,10 +31,11 @@ use crate::cmd::{self, Spec};
 use crate::pipeline::{common_errors, Surface};
 
 /// The tags: one per surface, in the order the reference shows them.
-pub const TAGS: [(&str, &str); 5] = [
+pub const TAGS: [(&str, &str); 6] = [
     ("follow", "The Tencent-compatible follow REST API, for an app's admins (`/v4/follow/*`)."),
     ("account", "The Tencent-compatible account REST API, for an app's admins (`/v4/im_open_login_svc/*`)."),
     ("webhooks", "The webhook settings and the delivery log, for an app's admins (`/v4/callback_config/*`)."),
+    ("bulk", "Moving a whole graph in and out, for an app's admins (`/bulk/v1/*`): what `followd export`, `followd import` and `followd migrate` call."),
     ("client", "The client API for end users, each with their own UserSig, acting only for themselves (`/v1/client/*`)."),
     ("server", "Health, metrics and this document; no authentication."),
 ];
@@ -256,6 +257,104 @@ fn events_operation() -> PathItem {
     PathItem::new(HttpMethod::Get, op)
 }
 
+/// The admin bulk API (`crate::bulk::server`): signed like the REST API, answered with the account
+/// API's envelope, except the export's success, which is an NDJSON stream.
+fn bulk_operations(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Vec<(&'static str, PathItem)> {
+    use crate::bulk::{ImportReply, ImportRequest, SweepReply, SweepRequest};
+    use utoipa::ToSchema;
+    fn add<T: ToSchema>(v: &mut Vec<(String, RefOr<Schema>)>) -> String {
+        v.push((T::name().into_owned(), T::schema()));
+        T::schemas(v);
+        T::name().into_owned()
+    }
+    let mut codes = common_errors(Family::Account, Surface::Rest);
+    codes.retain(|(c, _)| *c != followd_protocol::code::RATE_LIMITED);
+    let op = |id: &str,
+              summary: &str,
+              details: &str,
+              request: Option<(String, serde_json::Value)>,
+              ok: utoipa::openapi::Response,
+              codes: &[(u32, &'static str)]| {
+        let mut b = OperationBuilder::new()
+            .operation_id(Some(id))
+            .tag("bulk")
+            .summary(Some(summary))
+            .description(Some(format!("{details}\n\n{}", describe_codes(codes))))
+            .parameters(Some(url_parameters(Surface::Rest)));
+        if let Some((r, example)) = request {
+            b = b.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name(r))).example(Some(example)).build(),
+                    )
+                    .build(),
+            ));
+        }
+        PathItem::new(
+            HttpMethod::Post,
+            b.responses(ResponsesBuilder::new().response("200", ok).build()).extensions(Some(errors_extension(codes).build())).build(),
+        )
+    };
+    let envelope = |reply: &str| {
+        ResponseBuilder::new()
+            .description("HTTP 200 with the success or the error envelope.")
+            .content("application/json", ContentBuilder::new().schema(Some(answer(Family::Account, Some(reply)))).build())
+            .build()
+    };
+    let (import_req, import_rep) = (add::<ImportRequest>(schemas), add::<ImportReply>(schemas));
+    let (sweep_req, sweep_rep) = (add::<SweepRequest>(schemas), add::<SweepReply>(schemas));
+    let stream = ResponseBuilder::new()
+        .description("The graph as NDJSON (`application/x-ndjson`, see the README's \"Moving a graph\"): a `Version` line, one line per account, one per follow, and an `End` line with the counts; an export without its `End` line was cut short. A refusal is the error envelope (`application/json`).")
+        .content("application/x-ndjson", ContentBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))).build())
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(error_name(Family::Account)))).build())
+        .build();
+    let mut import_codes = codes.clone();
+    import_codes.push((
+        Family::Account.invalid(),
+        "a UserID, a profile field or a FollowTimeUs is invalid, or the batch is too large; nothing was applied",
+    ));
+    vec![
+        (
+            "/bulk/v1/export",
+            op(
+                "bulk_export",
+                "Streams the app's accounts and follows from one consistent snapshot.",
+                "The body is ignored. The stream reads one snapshot, so writes made meanwhile are either wholly in it or not at all; memory stays bounded whatever the graph's size.",
+                None,
+                stream,
+                &codes,
+            ),
+        ),
+        (
+            "/bulk/v1/import",
+            op(
+                "bulk_import",
+                "Applies one batch of accounts and follows in one transaction (at most 20,000 items, 8 MiB).",
+                "Creates missing accounts, keeps the given follow times, keeps counts exact, refuses (and lists in `Rejected`) follows over the app's limits. A follow that exists is left unchanged, so a batch sent twice changes nothing the second time. Webhooks only with `Webhooks: true`. The client keeps its position in its file.",
+                Some((
+                    import_req,
+                    json!({"Accounts": [{"UserID": "alice", "Nick": "Alice"}], "Follows": [{"From_Account": "alice", "To_Account": "bob", "FollowTimeUs": 1767225600123456i64}], "ReplaceRun": 8237461}),
+                )),
+                envelope(&import_rep),
+                &import_codes,
+            ),
+        ),
+        (
+            "/bulk/v1/sweep",
+            op(
+                "bulk_sweep",
+                "One step of `replace`: removes the app's follows that the run's batches did not name.",
+                "After every batch of the file was imported with the same `ReplaceRun`, call with `Cursor: \"\"`, then with each `NextCursor`, until it is `\"\"` (the run's marks are then gone). A run that marked nothing is refused unless `AllowEmpty` is set. Delete webhooks only with `Webhooks: true`.",
+                Some((sweep_req, json!({"Run": 8237461, "Cursor": ""}))),
+                envelope(&sweep_rep),
+                &import_codes,
+            ),
+        ),
+    ]
+}
+
 fn build() -> OpenApi {
     let mut paths = PathsBuilder::new();
     let mut components = ComponentsBuilder::new();
@@ -276,6 +375,9 @@ fn build() -> OpenApi {
         if surface == Surface::Client {
             paths = paths.path("/v1/client/events", events_operation());
         }
+    }
+    for (path, item) in bulk_operations(&mut schemas) {
+        paths = paths.path(path, item);
     }
     let unavailable = "A component is down (`down: writer`, …) or the server is shutting down; the body says which.";
     paths = paths

@@ -9,6 +9,7 @@
 //! | `GET /openapi.json`, `GET /docs`, `GET /docs/style.css` | [`docs`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`probes`] |
 //! | `/console/…` (the web console, unless `console = false`) | [`crate::console`] |
+//! | `POST /bulk/v1/export`, `/bulk/v1/import`, `/bulk/v1/sweep` (admin bulk API) | [`crate::bulk::server`] |
 //!
 //! [`overload`] wraps the API routes (concurrency limit, deadline); everything else answers under
 //! overload. A path that is none of these gets HTTP 404, or under `/v4/` the `60009` envelope.
@@ -52,6 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
+        // Outside the concurrency limit and deadline: an export streams for as long as it takes.
+        .route("/bulk/v1/export", any(crate::bulk::server::export))
+        .route("/bulk/v1/import", any(crate::bulk::server::import).layer(DefaultBodyLimit::max(crate::bulk::MAX_IMPORT_BODY)))
+        .route("/bulk/v1/sweep", any(crate::bulk::server::sweep))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -98,6 +98,14 @@ async fn every_operations_answers_match_the_document() {
         for r in answers {
             let status = r.status().as_u16();
             let media = r.headers()["content-type"].to_str().unwrap().to_owned();
+            if media == "application/x-ndjson" {
+                // The export's stream: the document describes it as text; it starts with the format's header.
+                let text = r.text().await.unwrap();
+                assert!(text.starts_with("{\"Version\":1,"), "{path}: {text}");
+                checker.check("post", path, status, &media, &Value::String(text));
+                *oks.entry(path.clone()).or_default() += 1;
+                continue;
+            }
             let v: Value = r.json().await.unwrap();
             checker.check("post", path, status, &media, &v);
             if v["ErrorCode"] == 0 {

@@ -3,6 +3,7 @@
 
 mod api;
 mod binary;
+mod bulk;
 mod client;
 mod conformance;
 mod console;

@@ -9,19 +9,19 @@ use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// A follow/unfollow storm spread over two nodes: afterwards every counter equals its list on both
-/// nodes, and every committed webhook event reached the receiver exactly once (each node sends the
-/// events it committed; no node sends another's while both live).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
-    let Some(url) = crate::pg::url("two_nodes_keep_one_exact_graph_and_send_each_event_once") else { return };
+/// A follow/unfollow storm spread over `n` nodes: afterwards every counter equals its list on every
+/// node, and every committed webhook event reached the receiver exactly once (no node sends another's
+/// while all live) and, per From_Account, in commit order (a lane's event ids follow its commits).
+async fn storm(name: &str, n: usize) {
+    let Some(url) = crate::pg::url(name) else { return };
     let db = crate::pg::TestDb::create(&url);
     let rx = Receiver::start().await;
     let top = format!("database_url = \"{}\"", db.url);
-    let nodes = [
-        Arc::new(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await),
-        Arc::new(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await),
-    ];
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await);
+    }
+    let nodes = Arc::new(nodes);
     let users: Vec<String> = (0..16).map(|i| format!("u{i:02}")).collect();
     let mut all: Vec<&str> = users.iter().map(String::as_str).collect();
     all.push("star");
@@ -32,10 +32,10 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         let (nodes, u, next) = (nodes.clone(), u.clone(), users[(i + 1) % users.len()].clone());
         tasks.push(tokio::spawn(async move {
             for round in 0..6 {
-                let node = &nodes[(i + round) % 2];
+                let node = &nodes[(i + round) % n];
                 assert_ok(&node.follow(&u, &["star", &next]).await);
                 if round % 3 == 2 {
-                    assert_ok(&nodes[(i + round + 1) % 2].unfollow(&u, &["star"]).await);
+                    assert_ok(&nodes[(i + round + 1) % n].unfollow(&u, &["star"]).await);
                 }
                 if i % 4 == round % 4 {
                     let r = node.call("follow/follow_add", json!({"From_Account": "star", "FollowItem": [{"To_Account": u}]})).await;
@@ -48,7 +48,7 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         t.await.unwrap();
     }
 
-    for node in &nodes {
+    for node in nodes.iter() {
         for u in &all {
             let (followers, following, mutual) = node.counts(u).await;
             assert_eq!(node.list(u, 1, 100).await.len() as i64, followers, "{u} followers");
@@ -57,31 +57,106 @@ async fn two_nodes_keep_one_exact_graph_and_send_each_event_once() {
         }
     }
 
-    let committed: HashSet<String> = db.with(|c| {
-        c.query("SELECT encode(webhook_id, 'hex') FROM events", &[])
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let h: String = r.get(0);
-                format!("evt_{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-            })
-            .collect()
+    // Per From_Account, in id order (commit order within a lane).
+    let committed: HashMap<String, Vec<String>> = db.with(|c| {
+        let mut committed: HashMap<String, Vec<String>> = HashMap::new();
+        for r in c.query("SELECT from_account, encode(webhook_id, 'hex') FROM events ORDER BY id", &[]).unwrap() {
+            let h: String = r.get(1);
+            let id = format!("evt_{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+            committed.entry(r.get(0)).or_default().push(id);
+        }
+        committed
     });
-    assert!(committed.len() > users.len(), "the storm owed events");
+    let total: usize = committed.values().map(Vec::len).sum();
+    assert!(total > users.len(), "the storm owed events");
     let got = rx
-        .wait_until(60, "every committed event", |g| {
-            g.iter().map(|r| r.header("webhook-id")).collect::<HashSet<_>>().len() >= committed.len()
-        })
+        .wait_until(60, "every committed event", |g| g.iter().map(|r| r.header("webhook-id")).collect::<HashSet<_>>().len() >= total)
         .await;
     let mut times: HashMap<String, usize> = HashMap::new();
+    let mut delivered: HashMap<String, Vec<String>> = HashMap::new();
     for r in &got {
         *times.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+        delivered.entry(r.sender()).or_default().push(r.header("webhook-id").to_owned());
     }
-    assert_eq!(times.keys().cloned().collect::<HashSet<_>>(), committed, "received exactly the committed events");
     let twice: Vec<_> = times.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "sent more than once while both nodes lived: {twice:?}");
+    assert!(twice.is_empty(), "sent more than once while every node lived: {twice:?}");
+    assert_eq!(delivered, committed, "received exactly the committed events, each user's in commit order");
+    for n in Arc::into_inner(nodes).unwrap() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_keep_one_exact_graph_and_send_each_event_once_in_order() {
+    storm("two_nodes_keep_one_exact_graph_and_send_each_event_once_in_order", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_one_exact_graph_and_send_each_event_once_in_order() {
+    storm("three_nodes_keep_one_exact_graph_and_send_each_event_once_in_order", 3).await;
+}
+
+/// The target of a follow webhook: `add bob` or `delete bob`.
+fn change_of(r: &crate::receiver::Received) -> String {
+    let body = r.json();
+    match r.param("CallbackCommand").as_deref() {
+        Some("Follow.CallbackAfterFollowAdd") => format!("add {}", body["FollowList"][0]["To_Account"].as_str().unwrap()),
+        _ => format!("delete {}", body["To_Account"][0].as_str().unwrap()),
+    }
+}
+
+/// One user's follows and unfollows, sent to each node in turn, reach the receiver in commit order,
+/// although each call is committed by the node that took it. Node 0's events (those about bob) fail
+/// three attempts and node 1's (about carol) one: were each event sent by the node that committed it,
+/// node 1 would deliver carol's events while bob's wait for their retries on node 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_writes_through_two_nodes_arrive_in_commit_order() {
+    let Some(url) = crate::pg::url("one_users_writes_through_two_nodes_arrive_in_commit_order") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let rx = Receiver::start().await;
+    let tried = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+    let t = tried.clone();
+    rx.rule(move |r| {
+        let mut tried = t.lock().unwrap();
+        let n = tried.entry(r.header("webhook-id").to_owned()).or_default();
+        *n += 1;
+        let failures = if change_of(r).ends_with("bob") { 3 } else { 1 };
+        if *n <= failures {
+            crate::receiver::Behavior::Status(500)
+        } else {
+            crate::receiver::Behavior::Ok
+        }
+    });
+    let top = format!("database_url = \"{}\"", db.url);
+    let nodes = [spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await, spawn_with_top(&top, &hook(&rx.url("/cb"), ""), "").await];
+    nodes[0].import(&["alice", "bob", "carol"]).await;
+    let mut committed = Vec::new();
+    for i in 0..16 {
+        let to = if i % 2 == 0 { "bob" } else { "carol" };
+        if i % 4 < 2 {
+            assert_ok(&nodes[i % 2].follow("alice", &[to]).await);
+            committed.push(format!("add {to}"));
+        } else {
+            assert_ok(&nodes[i % 2].unfollow("alice", &[to]).await);
+            committed.push(format!("delete {to}"));
+        }
+    }
+    // Bob's 8 events are tried 4 times, carol's 8 twice.
+    let got = rx.wait_until(60, "every event delivered", |g| g.len() >= 8 * 4 + 8 * 2).await;
+    let mut attempts: HashMap<String, usize> = HashMap::new();
+    let mut delivered = Vec::new();
+    for r in &got {
+        let n = attempts.entry(r.header("webhook-id").to_owned()).or_default();
+        *n += 1;
+        let change = change_of(r);
+        if *n == if change.ends_with("bob") { 4 } else { 2 } {
+            delivered.push(change);
+        }
+    }
+    assert_eq!(delivered, committed, "alice's events, as delivered");
+    assert_eq!(attempts.len(), committed.len(), "one webhook per call");
     for n in nodes {
-        Arc::into_inner(n).unwrap().stop().await;
+        n.stop().await;
     }
 }
 
@@ -156,11 +231,14 @@ async fn a_lost_database_is_answered_in_the_envelope_and_recovered_without_resta
     }
 
     proxy.set_cut(false);
-    // The writer and the readers reconnect on their next use: the first write after the cut may
-    // still meet a connection that was cut, the next ones find a new one.
+    // The writer and the readers reconnect on their next use: the first write and the first read
+    // after the cut may still meet a connection that was cut, the next ones find a new one.
     let mut ok = false;
+    let mut wrote = false;
     for _ in 0..20 {
-        if s.follow("a", &["d"]).await["ActionStatus"] == "OK" {
+        wrote = wrote || s.follow("a", &["d"]).await["ActionStatus"] == "OK";
+        let read = s.call("follow/follow_get_info", json!({"From_Account": "a", "To_Account": ["a"]})).await;
+        if wrote && read["ActionStatus"] == "OK" {
             ok = true;
             break;
         }

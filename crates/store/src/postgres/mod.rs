@@ -28,8 +28,8 @@ pub mod schema;
 
 use followd_graph::outbox::{StoredEvent, WebhookId};
 use followd_graph::{
-    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView, Store,
-    StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView,
+    Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
 };
 use followd_protocol::{webhook, OptPlatform, UserId};
 use parking_lot::Mutex;
@@ -123,6 +123,8 @@ impl Conn {
 pub struct PgStore {
     /// This node's id for this run: it owns the webhook events it writes.
     node: i64,
+    /// Woken when another node (or this one) handed events to this node.
+    handed: Arc<tokio::sync::Notify>,
     heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
@@ -146,7 +148,7 @@ impl PgStore {
             // The lease first, then the events of nodes whose lease ran out: the dispatcher's start
             // then loads them with this node's own.
             renew(&mut conn, node).map_err(db)?;
-            adopt(&mut conn, node, i64::MAX)?;
+            adopt(&mut conn, node, ADOPT_LANES)?;
             Ok::<_, StoreError>(conn)
         })
         .join()
@@ -159,9 +161,11 @@ impl PgStore {
             .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node }.run(rx))
             .map_err(StoreError::database)?;
         let heartbeat = start_heartbeat(url.to_owned(), node)?;
-        let listener = start_listener(url.to_owned(), node, hooks.clone())?;
+        let handed = Arc::new(tokio::sync::Notify::new());
+        let listener = start_listener(url.to_owned(), node, hooks.clone(), handed.clone())?;
         Ok(PgStore {
             node,
+            handed,
             heartbeat: Mutex::new(Some(heartbeat)),
             listener: Mutex::new(Some(listener)),
             jobs: Mutex::new(Some(tx)),
@@ -219,11 +223,55 @@ impl PgStore {
     }
 
     /// Takes over the pending webhook events of nodes whose lease ran out (a node that died or lost
-    /// the database for longer than [`LEASE_MS`]), up to `limit`, oldest first, and returns them for
-    /// this node's dispatcher to send.
-    pub async fn adopt_orphans(&self, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+    /// the database for longer than [`LEASE_MS`]), whole (app, From_Account) lanes at a time, up to
+    /// `lanes` of them, and returns them in id order for this node's dispatcher to send.
+    pub async fn adopt_orphans(&self, lanes: i64) -> StoreResult<Vec<StoredEvent>> {
         let node = self.node;
-        self.readers.run(move |c| adopt(c, node, limit)).await
+        self.readers.run(move |c| adopt(c, node, lanes)).await
+    }
+
+    /// Woken (`NOTIFY`) when events were handed to this node: call [`PgStore::claim_handed`].
+    pub fn handed_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.handed.clone()
+    }
+
+    /// Takes the events handed to this node (events of lanes it owns, written by other nodes or
+    /// behind such events), in id order, which within a lane is commit order. `deliver` gets them
+    /// before the claim commits, so a later event of the same lane that this node's writer commits
+    /// without handing reaches the dispatcher after them. Returns how many there were.
+    pub async fn claim_handed(&self, deliver: impl FnOnce(Vec<StoredEvent>) + Send + 'static) -> StoreResult<usize> {
+        let node = self.node;
+        self.readers
+            .run(move |c| {
+                c.client.batch_execute("BEGIN").map_err(db)?;
+                let rows = match c.query(
+                    concat!("UPDATE events SET handed = false WHERE node = $1 AND handed RETURNING ", outbox::event_columns!()),
+                    &[&node],
+                ) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = c.client.batch_execute("ROLLBACK");
+                        return Err(db(e));
+                    }
+                };
+                let mut events = match outbox::events(rows) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = c.client.batch_execute("ROLLBACK");
+                        return Err(e);
+                    }
+                };
+                events.sort_by_key(|e| e.id);
+                let n = events.len();
+                if n > 0 {
+                    deliver(events);
+                }
+                // Should the commit fail, the events stay handed and are taken again: sent twice at
+                // worst, never lost.
+                c.client.batch_execute("COMMIT").map_err(db)?;
+                Ok(n)
+            })
+            .await
     }
 
     /// Runs a closure on a pooled connection on a blocking thread (for tools and tests).
@@ -313,6 +361,8 @@ pub fn fold_counts(c: &mut Conn) -> Result<u64, postgres::Error> {
 
 /// The channel on which nodes tell each other about committed edge changes.
 const CHANGES_CHANNEL: &str = "followd_changes";
+/// The channel that tells a node (the payload is its id) that events were handed to it.
+const HANDED_CHANNEL: &str = "followd_handed";
 /// The largest payload put in one notification (PostgreSQL's limit is 8000 bytes).
 const MAX_PAYLOAD: usize = 7_000;
 
@@ -355,7 +405,12 @@ pub fn decode_changes(payload: &str) -> Option<(i64, Vec<(AppId, EdgeChange)>)> 
 
 /// Hears the other nodes' edge changes (`LISTEN`) and passes them to this node's live clients, on a
 /// connection of its own that it opens again whenever it is lost.
-fn start_listener(url: String, node: i64, hooks: CommitHooks) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+fn start_listener(
+    url: String,
+    node: i64,
+    hooks: CommitHooks,
+    handed: Arc<tokio::sync::Notify>,
+) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let t = std::thread::Builder::new()
         .name("followd-pg-listen".into())
@@ -368,7 +423,7 @@ fn start_listener(url: String, node: i64, hooks: CommitHooks) -> StoreResult<(st
                 }
                 if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
                     conn = match Conn::connect(&url).and_then(|mut c| {
-                        c.client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(db)?;
+                        c.client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {HANDED_CHANNEL}")).map_err(db)?;
                         Ok(c)
                     }) {
                         Ok(c) => Some(c),
@@ -404,7 +459,11 @@ fn start_listener(url: String, node: i64, hooks: CommitHooks) -> StoreResult<(st
                     conn = None;
                 }
                 let listening = hooks.changes.receiver_count() > 0 && hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
-                for n in heard {
+                // Handed events: woken at once; the heartbeat's look is the safety net.
+                if heard.iter().any(|n| n.channel() == HANDED_CHANNEL && n.payload().parse() == Ok(node)) {
+                    handed.notify_one();
+                }
+                for n in heard.into_iter().filter(|n| n.channel() == CHANGES_CHANNEL) {
                     match decode_changes(n.payload()) {
                         Some((from, _)) if from == node => {}
                         Some((_, changes)) if listening && !changes.is_empty() => {
@@ -430,21 +489,27 @@ fn renew(c: &mut Conn, node: i64) -> Result<(), postgres::Error> {
     .map(drop)
 }
 
-/// Moves pending events of nodes without a live lease to `node`, in one statement that skips rows
-/// another node is adopting at the same moment, so each event gets one new owner.
-fn adopt(c: &mut Conn, node: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+/// Lanes a node adopts at most at once (each takes a lock until the adoption commits).
+pub const ADOPT_LANES: i64 = 1000;
+
+/// The advisory lock key of adoption (the bytes of "followd4"): one node adopts at a time.
+const ADOPT_LOCK: i64 = 0x666f_6c6c_6f77_6434;
+
+/// Moves the pending events of nodes without a live lease to `node`, whole lanes at a time (at most
+/// `lanes` of them), and returns them in id order. The lanes' locks are held while they move, so a
+/// writer that is adding an event to one of them either commits first (and its event moves too) or
+/// finds the lane owned by `node` afterwards: a lane never ends up split between two nodes.
+fn adopt(c: &mut Conn, node: i64, lanes: i64) -> StoreResult<Vec<StoredEvent>> {
     let live_since = now_micros() / 1000 - LEASE_MS;
-    let rows = c
-        .query(
-            concat!(
-                "UPDATE events SET node = $1 WHERE id IN (SELECT id FROM events WHERE state = 0 AND node <> $1 \
-             AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING ",
-                outbox::event_columns!()
-            ),
-            &[&node, &live_since, &limit],
-        )
-        .map_err(db)?;
+    c.client.batch_execute("BEGIN").map_err(db)?;
+    let rows = match adopt_locked(c, node, live_since, lanes) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = c.client.batch_execute("ROLLBACK");
+            return Err(db(e));
+        }
+    };
+    c.client.batch_execute("COMMIT").map_err(db)?;
     let mut events = outbox::events(rows)?;
     events.sort_by_key(|e| e.id);
     if !events.is_empty() {
@@ -453,6 +518,38 @@ fn adopt(c: &mut Conn, node: i64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
     // Leases long gone are forgotten (their events were adopted above or by another node).
     c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)?;
     Ok(events)
+}
+
+fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<Vec<postgres::Row>, postgres::Error> {
+    let leader: bool = c.query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&ADOPT_LOCK])?.is_some_and(|r| r.get(0));
+    if !leader {
+        return Ok(Vec::new());
+    }
+    let found = c.query(
+        "SELECT DISTINCT app, from_account FROM events WHERE state = 0 AND node <> $1 \
+         AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) LIMIT $3",
+        &[&node, &live_since, &lanes],
+    )?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let apps: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+    let froms: Vec<String> = found.iter().map(|r| r.get(1)).collect();
+    // In key order, as writers take at most one lane lock per event.
+    c.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(f, a) AS k \
+         FROM unnest($1::bigint[], $2::text[]) AS x(a, f) ORDER BY k) s",
+        &[&apps, &froms],
+    )?;
+    c.query(
+        concat!(
+            "UPDATE events SET node = $1, handed = false WHERE state = 0 AND node <> $1 \
+             AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) \
+             AND (app, from_account) IN (SELECT a, f FROM unnest($3::bigint[], $4::text[]) AS x(a, f)) RETURNING ",
+            outbox::event_columns!()
+        ),
+        &[&node, &live_since, &apps, &froms],
+    )
 }
 
 /// Renews the lease every [`HEARTBEAT`] on a connection of its own, reconnecting as needed.
@@ -540,7 +637,12 @@ impl ReadPool {
                 None => Conn::connect(&pool.url)?,
             };
             let r = f(&mut conn);
-            if !conn.client.is_closed() {
+            if conn.client.is_closed() {
+                // The server went away or restarted: the idle connections were most likely cut at the
+                // same moment, so they go too and each later read connects anew.
+                let stale = std::mem::take(&mut *pool.idle.lock());
+                drop(stale);
+            } else {
                 pool.idle.lock().push(conn);
             }
             r
@@ -657,6 +759,7 @@ impl Writer {
             // Always: clients of other nodes may be listening.
             collect_changes: true,
             changes: Vec::new(),
+            wake: HashSet::new(),
         };
         if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
             let retry = retryable(&e);
@@ -708,6 +811,8 @@ struct PgWriteTx<'w> {
     events: Vec<StoredEvent>,
     collect_changes: bool,
     changes: Vec<(AppId, EdgeChange)>,
+    /// Nodes this transaction handed events to: told at commit.
+    wake: HashSet<i64>,
 }
 
 impl PgWriteTx<'_> {
@@ -755,6 +860,13 @@ impl PgWriteTx<'_> {
     /// Tells the other nodes about this transaction's edge changes: `NOTIFY` is delivered on commit
     /// only, in commit order, to every node listening (this one skips its own).
     fn notify_changes(&mut self) -> StoreResult<()> {
+        let wake: Vec<String> = self.wake.iter().map(|n| n.to_string()).collect();
+        self.guard(|c| {
+            for n in &wake {
+                c.execute("SELECT pg_notify('followd_handed', $1)", &[n])?;
+            }
+            Ok(())
+        })?;
         if self.changes.is_empty() {
             return Ok(());
         }
@@ -989,6 +1101,16 @@ impl WriteTx for PgWriteTx<'_> {
         Ok(())
     }
 
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool> {
+        // Through `edge`, which takes the pair's lock: the mutual check of the other direction and
+        // the counters stay exact against another node's follow of the same pair.
+        if self.edge(src, dst)?.is_some() {
+            return Ok(false);
+        }
+        self.insert_edge(src, dst, key)?;
+        Ok(true)
+    }
+
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
         let n = self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]))?;
         if n == 0 {
@@ -1079,10 +1201,17 @@ impl WriteTx for PgWriteTx<'_> {
         let now_ms = self.now_ms as i64;
         let uuid = uuid::Builder::from_unix_timestamp_millis(self.now_ms, &rand::random::<[u8; 10]>()).into_uuid();
         let (app, node) = (ev.app as i64, self.node);
-        let id: i64 = self.guard(|c| {
+        // The lane's lock serializes the writers of one (app, From_Account) on every node until they
+        // commit, so its events' ids follow their commit order and two nodes cannot both find the lane
+        // free. The event goes to the node owning the lane's pending events (this one if none), and
+        // is handed to it when that is another node or when the lane already has handed events.
+        self.guard(|c| c.execute("SELECT pg_advisory_xact_lock(hashtextextended($2, $1))", &[&app, &ev.from.as_str()]))?;
+        let (id, owner, handed): (i64, i64, bool) = self.guard(|c| {
             Ok(c.query_opt(
-                "INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) RETURNING id",
+                "WITH lane AS (SELECT node, handed FROM events WHERE app = $1 AND from_account = $4 AND state = 0 ORDER BY id DESC LIMIT 1) \
+                 INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node, handed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, COALESCE((SELECT node FROM lane), $9), \
+                 COALESCE((SELECT node <> $9 OR handed FROM lane), false)) RETURNING id, node, handed",
                 &[
                     &app,
                     &&uuid.as_bytes()[..],
@@ -1095,8 +1224,13 @@ impl WriteTx for PgWriteTx<'_> {
                     &node,
                 ],
             )?
-            .map_or(0, |r| r.get(0)))
+            .map_or((0, node, false), |r| (r.get(0), r.get(1), r.get(2))))
         })?;
+        if handed {
+            // Its owner takes it when told (NOTIFY at commit) or at its next heartbeat.
+            self.wake.insert(owner);
+            return Ok(());
+        }
         self.events.push(StoredEvent {
             id,
             webhook_id: WebhookId::Uuid(uuid),
@@ -1117,6 +1251,49 @@ impl WriteTx for PgWriteTx<'_> {
         if self.collect_changes {
             self.changes.push((app, change));
         }
+    }
+
+    fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()> {
+        self.guard(|c| {
+            c.execute("INSERT INTO bulk_marks(run, src, dst) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &[&run, &src, &dst]).map(drop)
+        })
+    }
+
+    fn bulk_unmarked(
+        &mut self,
+        app: AppId,
+        run: i64,
+        after: Option<(Uid, Uid)>,
+        limit: usize,
+    ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)> {
+        let (s0, d0) = after.unwrap_or((i64::MIN, i64::MIN));
+        let (app, lim) = (app as i64, limit as i64);
+        let rows = self.guard(|c| {
+            c.query(
+                "SELECT e.src, e.dst, e.t, EXISTS (SELECT 1 FROM bulk_marks m WHERE m.run = $2 AND m.src = e.src AND m.dst = e.dst) \
+                 FROM edges e JOIN accounts a ON a.id = e.src JOIN accounts b ON b.id = e.dst \
+                 WHERE (e.src, e.dst) > ($3, $4) AND e.app = $1 AND NOT a.deleted AND NOT b.deleted \
+                 ORDER BY e.src, e.dst LIMIT $5",
+                &[&app, &run, &s0, &d0, &lim],
+            )
+        })?;
+        let rows: Vec<(Uid, Uid, TimeKey, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let next = if rows.len() >= limit { rows.last().map(|r| (r.0, r.1)) } else { None };
+        Ok((next, rows.into_iter().filter(|r| !r.3).map(|r| (r.0, r.1, r.2)).collect()))
+    }
+
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool> {
+        self.guard(|c| Ok(c.query_opt("SELECT 1 FROM bulk_marks WHERE run = $1 LIMIT 1", &[&run])?.is_some()))
+    }
+
+    fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64> {
+        let lim = limit as i64;
+        self.guard(|c| {
+            c.execute(
+                "DELETE FROM bulk_marks WHERE (run, src, dst) IN (SELECT run, src, dst FROM bulk_marks WHERE run = $1 LIMIT $2)",
+                &[&run, &lim],
+            )
+        })
     }
 }
 
@@ -1151,6 +1328,33 @@ const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.pro
      ORDER BY m.t DESC, m.b DESC LIMIT $4";
 
 impl ReadView for PgReadView<'_> {
+    fn export(&mut self, app: AppId, sink: &mut dyn FnMut(ExportRow<'_>) -> bool) -> StoreResult<()> {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let app = app as i64;
+        // Rows are streamed from this read's snapshot, never held all at once.
+        self.guard(|c| {
+            let params: [&(dyn ToSql + Sync); 1] = [&app];
+            let mut rows = c.client.query_raw("SELECT user_id, nick, face_url FROM accounts WHERE app = $1 AND NOT deleted", params)?;
+            while let Some(r) = rows.next()? {
+                if !sink(ExportRow::Account { user: r.get(0), nick: r.get(1), face_url: r.get(2) }) {
+                    return Ok(());
+                }
+            }
+            drop(rows);
+            let mut rows = c.client.query_raw(
+                "SELECT a.user_id, b.user_id, e.t FROM accounts a JOIN edges e ON e.src = a.id JOIN accounts b ON b.id = e.dst \
+                 WHERE a.app = $1 AND NOT a.deleted AND NOT b.deleted",
+                params,
+            )?;
+            while let Some(r) = rows.next()? {
+                if !sink(ExportRow::Follow { from: r.get(0), to: r.get(1), key: r.get(2) }) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
         let app = app as i64;
         self.guard(|c| {

@@ -97,7 +97,7 @@ impl Outbox for PgStore {
                     concat!(
                         "SELECT ",
                         event_columns!(),
-                        " FROM events WHERE node = $4 AND app = $1 AND state = 0 AND id > $2 ORDER BY id LIMIT $3"
+                        " FROM events WHERE node = $4 AND app = $1 AND state = 0 AND NOT handed AND id > $2 ORDER BY id LIMIT $3"
                     ),
                     &[&app, &after_id, &limit, &node],
                 )

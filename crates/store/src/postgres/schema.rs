@@ -115,6 +115,24 @@ CREATE TABLE webhook_overrides (
     updated_ms    bigint NOT NULL
 );
 "#,
+    r#"
+-- Lanes: the pending events of one (app, from_account) belong to one node, so one node sends them in
+-- order. An event written by a node for a lane another node owns is `handed` until its owner takes
+-- it into its dispatcher (and so is every later event of that lane, to keep their order).
+ALTER TABLE events ADD COLUMN handed boolean NOT NULL DEFAULT false;
+CREATE INDEX events_lane ON events(app, from_account, id) WHERE state = 0;
+CREATE INDEX events_handed ON events(node, id) WHERE handed;
+"#,
+    r#"
+-- The marks of a bulk import in `replace` mode: the edges its file named, per run (keyed by the
+-- follower, as `edges`), so the sweep that removes the others needs no memory of its own.
+CREATE TABLE bulk_marks (
+    run bigint NOT NULL,
+    src bigint NOT NULL,
+    dst bigint NOT NULL,
+    PRIMARY KEY (run, src, dst)
+);
+"#,
     // The Standard Webhooks signing secret, changed from the console (NULL keeps the config file's).
     "ALTER TABLE webhook_overrides ADD COLUMN signing_secret text;",
 ];

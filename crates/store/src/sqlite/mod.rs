@@ -23,8 +23,8 @@ mod outbox;
 
 use followd_graph::outbox::{StoredEvent, WebhookId};
 use followd_graph::{
-    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView, Store,
-    StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView,
+    Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
 };
 use followd_protocol::{webhook, OptPlatform, UserId};
 use parking_lot::Mutex;
@@ -147,6 +147,14 @@ CREATE TABLE deletions (
     created_ms INTEGER NOT NULL
 );
 "#,
+    // 3 → 4: the marks of a bulk import in `replace` mode: the edges its file named, per run, so the
+    // sweep that removes the others needs no memory of its own (see `followd_graph::bulk`).
+    "CREATE TABLE bulk_marks (
+        run INTEGER NOT NULL,
+        src INTEGER NOT NULL,
+        dst INTEGER NOT NULL,
+        PRIMARY KEY (run, src, dst)
+    ) WITHOUT ROWID;",
     // The Standard Webhooks signing secret, changed from the console (NULL keeps the config file's).
     "ALTER TABLE webhook_overrides ADD COLUMN signing_secret TEXT;",
 ];
@@ -676,8 +684,8 @@ struct SqliteWriteTx<'w> {
     names: &'w mut HashMap<Uid, (AppId, UserId)>,
     deleting: &'w mut Vec<(AppId, Uid)>,
     last_key: &'w mut TimeKey,
-    /// id → (stored counts, delta of this batch)
-    counts: HashMap<Uid, (Counts, Counts)>,
+    /// id → (stored counts, once read; delta of this batch)
+    counts: HashMap<Uid, (Option<Counts>, Counts)>,
     now_ms: u64,
     /// The first database failure; once set, every later step fails and the batch rolls back.
     failed: Option<StoreError>,
@@ -875,6 +883,12 @@ impl WriteTx for SqliteWriteTx<'_> {
         })
     }
 
+    fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool> {
+        self.guard(|tx| {
+            tx.conn.prepare_cached("INSERT OR IGNORE INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(|n| n == 1)
+        })
+    }
+
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
         self.guard(|tx| tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(drop))
     }
@@ -920,21 +934,21 @@ impl WriteTx for SqliteWriteTx<'_> {
     }
 
     fn counts(&mut self, uid: Uid) -> StoreResult<Counts> {
-        if let Some((base, d)) = self.counts.get(&uid) {
-            return Ok(Counts {
-                followers: base.followers + d.followers,
-                following: base.following + d.following,
-                mutual: base.mutual + d.mutual,
-            });
-        }
-        let base = self.guard(|tx| read_counts(tx.conn, uid))?;
-        self.counts.insert(uid, (base, Counts::default()));
-        Ok(base)
+        let (base, d) = match self.counts.get(&uid) {
+            Some(&(Some(base), d)) => (base, d),
+            cached => {
+                let d = cached.map_or_else(Counts::default, |&(_, d)| d);
+                let base = self.guard(|tx| read_counts(tx.conn, uid))?;
+                self.counts.insert(uid, (Some(base), d));
+                (base, d)
+            }
+        };
+        Ok(Counts { followers: base.followers + d.followers, following: base.following + d.following, mutual: base.mutual + d.mutual })
     }
 
     fn add_counts(&mut self, uid: Uid, delta: Counts) -> StoreResult<()> {
-        self.counts(uid)?;
-        let (_, d) = self.counts.get_mut(&uid).expect("loaded above");
+        // The stored counters are read only when a rule asks for them (the flush adds the deltas).
+        let (_, d) = self.counts.entry(uid).or_insert((None, Counts::default()));
         d.followers += delta.followers;
         d.following += delta.following;
         d.mutual += delta.mutual;
@@ -990,6 +1004,53 @@ impl WriteTx for SqliteWriteTx<'_> {
         if self.collect_changes {
             self.changes.push((app, change));
         }
+    }
+
+    fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()> {
+        self.guard(|tx| {
+            tx.conn
+                .prepare_cached("INSERT OR IGNORE INTO bulk_marks(run, src, dst) VALUES (?1, ?2, ?3)")?
+                .execute([run, src, dst])
+                .map(drop)
+        })
+    }
+
+    fn bulk_unmarked(
+        &mut self,
+        app: AppId,
+        run: i64,
+        after: Option<(Uid, Uid)>,
+        limit: usize,
+    ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)> {
+        let (s0, d0) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows: Vec<(Uid, Uid, TimeKey, bool)> = self.guard(|tx| {
+            tx.conn
+                .prepare_cached(
+                    "SELECT e.src, e.dst, e.t, EXISTS (SELECT 1 FROM bulk_marks m WHERE m.run = ?2 AND m.src = e.src AND m.dst = e.dst) \
+                     FROM edges e JOIN accounts a ON a.id = e.src JOIN accounts b ON b.id = e.dst \
+                     WHERE (e.src, e.dst) > (?3, ?4) AND a.app = ?1 AND a.deleted = 0 AND b.deleted = 0 \
+                     ORDER BY e.src, e.dst LIMIT ?5",
+                )?
+                .query_map(params![app as i64, run, s0, d0, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })?;
+        let next = if rows.len() >= limit { rows.last().map(|r| (r.0, r.1)) } else { None };
+        Ok((next, rows.into_iter().filter(|r| !r.3).map(|r| (r.0, r.1, r.2)).collect()))
+    }
+
+    fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool> {
+        self.guard(|tx| tx.conn.prepare_cached("SELECT 1 FROM bulk_marks WHERE run = ?1 LIMIT 1")?.exists([run]))
+    }
+
+    fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64> {
+        self.guard(|tx| {
+            tx.conn
+                .prepare_cached(
+                    "DELETE FROM bulk_marks WHERE (run, src, dst) IN (SELECT run, src, dst FROM bulk_marks WHERE run = ?1 LIMIT ?2)",
+                )
+                .and_then(|mut st| st.execute(params![run, limit as i64]))
+                .map(|n| n as u64)
+        })
     }
 }
 
@@ -1115,6 +1176,35 @@ impl ReadView for SqliteReadView<'_> {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    fn export(&mut self, app: AppId, sink: &mut dyn FnMut(ExportRow<'_>) -> bool) -> StoreResult<()> {
+        self.guard(|c| {
+            let mut st = c.prepare_cached("SELECT user_id, nick, face_url FROM accounts WHERE app = ?1 AND deleted = 0")?;
+            let mut rows = st.query([app as i64])?;
+            while let Some(r) = rows.next()? {
+                let row = ExportRow::Account {
+                    user: r.get_ref(0)?.as_str()?,
+                    nick: r.get_ref(1)?.as_str_or_null()?,
+                    face_url: r.get_ref(2)?.as_str_or_null()?,
+                };
+                if !sink(row) {
+                    return Ok(());
+                }
+            }
+            drop(rows);
+            let mut st = c.prepare_cached(
+                "SELECT a.user_id, b.user_id, e.t FROM accounts a JOIN edges e ON e.src = a.id JOIN accounts b ON b.id = e.dst \
+                 WHERE a.app = ?1 AND a.deleted = 0 AND b.deleted = 0",
+            )?;
+            let mut rows = st.query([app as i64])?;
+            while let Some(r) = rows.next()? {
+                if !sink(ExportRow::Follow { from: r.get_ref(0)?.as_str()?, to: r.get_ref(1)?.as_str()?, key: r.get(2)? }) {
+                    return Ok(());
+                }
+            }
+            Ok(())
         })
     }
 }
