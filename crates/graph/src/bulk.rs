@@ -18,6 +18,7 @@
 //! store, so a crashed replace resumes with its run id and a memory bounded whatever the graph's size.
 
 use followd_protocol::{code, CallbackCommand, UserId};
+use std::collections::HashMap;
 
 use crate::deletion::{effective_counts, supersede};
 use crate::write::{emit_targets, unlink, NewAccount, WriteContext};
@@ -112,11 +113,27 @@ pub fn import(
     }
     let deleting = tx.deleting(cx.app)?;
     let notify = opts.webhooks && cx.subscriptions.add;
+    // The accounts first, in the follows' order (the ids and creations are those of a follow-by-follow
+    // pass); then every reverse edge of the batch in one step, as it was before the batch. While no
+    // account is being deleted nothing but this batch's own inserts changes an edge here, so the
+    // reverse edge of a follow is the one read or the one the batch added before it.
+    let mut uids = Vec::with_capacity(follows.len());
+    for f in follows {
+        let src = account(tx, cx.app, &f.from, &mut outcome)?;
+        let dst = account(tx, cx.app, &f.to, &mut outcome)?;
+        uids.push((src, dst));
+    }
+    let reverse = if deleting.is_empty() {
+        let pairs: Vec<(Uid, Uid)> = uids.iter().map(|&(src, dst)| (dst, src)).collect();
+        Some(tx.edge_keys(&pairs)?)
+    } else {
+        None
+    };
+    let mut added_here: HashMap<(Uid, Uid), TimeKey> = HashMap::new();
     // Targets added for the current run of follows from one user: one event per 20, as follow_add.
     let mut pending: Option<(UserId, Vec<UserId>)> = None;
     for (index, f) in follows.iter().enumerate() {
-        let src = account(tx, cx.app, &f.from, &mut outcome)?;
-        let dst = account(tx, cx.app, &f.to, &mut outcome)?;
+        let (src, dst) = uids[index];
         let reject = |code, info| Rejected { index, code, info };
         if src == dst {
             outcome.rejected.push(reject(code::FOLLOW_INVALID_PARAM, "a user cannot follow itself"));
@@ -134,7 +151,11 @@ pub fn import(
         } else if to_counts.is_some_and(|c| over(lim.max_followers, c.followers)) {
             refusal = Some((code::FOLLOWER_LIMIT, "To_Account has the maximum number of followers"));
         }
-        let back = if refusal.is_none() { tx.edge(dst, src)? } else { None };
+        let back = match (&reverse, refusal) {
+            (_, Some(_)) => None,
+            (Some(read), None) => read[index].or_else(|| added_here.get(&(dst, src)).copied()),
+            (None, None) => tx.edge(dst, src)?,
+        };
         if back.is_some() && from_counts.is_some_and(|c| over(lim.max_mutual, c.mutual)) {
             refusal = Some((code::FROM_MUTUAL_LIMIT, "From_Account has the maximum number of mutual follows"));
         } else if back.is_some() && to_counts.is_some_and(|c| over(lim.max_mutual, c.mutual)) {
@@ -164,6 +185,9 @@ pub fn import(
         if !added {
             outcome.follows_existing += 1;
             continue;
+        }
+        if reverse.is_some() {
+            added_here.insert((src, dst), key);
         }
         if let Some(back_key) = back {
             // A mutual relation began with the later of its two follows.

@@ -243,6 +243,12 @@ pub trait WriteTx {
     fn deletion(&mut self, uid: Uid) -> StoreResult<Option<Deletion>>;
     /// The ordering key of edge `src → dst`, if it exists.
     fn edge(&mut self, src: Uid, dst: Uid) -> StoreResult<Option<TimeKey>>;
+    /// What [`WriteTx::edge`] answers for each pair `(src, dst)`, in order, in one step: a store may
+    /// read many at once (bulk import looks up every follow's reverse edge of a batch before the
+    /// batch changes anything).
+    fn edge_keys(&mut self, pairs: &[(Uid, Uid)]) -> StoreResult<Vec<Option<TimeKey>>> {
+        pairs.iter().map(|&(src, dst)| self.edge(src, dst)).collect()
+    }
     /// Adds edge `src → dst` (both orderings).
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()>;
     /// Adds edge `src → dst` unless it exists (then nothing changes); true when added. One step

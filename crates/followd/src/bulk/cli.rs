@@ -47,7 +47,7 @@ pub enum BulkCommand {
         #[arg(long)]
         webhooks: bool,
         /// Follows per request.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 50_000)]
         batch: usize,
         /// The checkpoint file (default: FILE.followd-import).
         #[arg(long)]

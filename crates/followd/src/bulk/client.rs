@@ -244,7 +244,7 @@ pub struct ImportArgs {
 impl ImportArgs {
     /// Merge, no webhooks, default batches and checkpoint.
     pub fn new(file: impl Into<PathBuf>) -> ImportArgs {
-        ImportArgs { file: file.into(), mode: Mode::Merge, webhooks: false, batch: 10_000, checkpoint: None, quiet: true }
+        ImportArgs { file: file.into(), mode: Mode::Merge, webhooks: false, batch: 50_000, checkpoint: None, quiet: true }
     }
 
     fn checkpoint_path(&self) -> PathBuf {

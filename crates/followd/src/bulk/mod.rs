@@ -20,10 +20,11 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-/// The most follows (plus accounts) one import request may carry.
-pub const MAX_BATCH: usize = 20_000;
-/// The largest import request body, bytes.
-pub const MAX_IMPORT_BODY: usize = 8 * 1024 * 1024;
+/// The most follows (plus accounts) one import request may carry. Each request is one write
+/// transaction, and a larger one rewrites fewer index pages per edge.
+pub const MAX_BATCH: usize = 100_000;
+/// The largest import request body, bytes (a full batch of the longest UserIDs fits).
+pub const MAX_IMPORT_BODY: usize = 32 * 1024 * 1024;
 
 /// An account of an import batch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]

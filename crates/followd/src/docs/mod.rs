@@ -331,7 +331,7 @@ fn bulk_operations(schemas: &mut Vec<(String, RefOr<Schema>)>) -> Vec<(&'static 
             "/bulk/v1/import",
             op(
                 "bulk_import",
-                "Applies one batch of accounts and follows in one transaction (at most 20,000 items, 8 MiB).",
+                "Applies one batch of accounts and follows in one transaction (at most 100,000 items, 32 MiB).",
                 "Creates missing accounts, keeps the given follow times, keeps counts exact, refuses (and lists in `Rejected`) follows over the app's limits. A follow that exists is left unchanged, so a batch sent twice changes nothing the second time. Webhooks only with `Webhooks: true`. The client keeps its position in its file.",
                 Some((
                     import_req,

@@ -200,6 +200,45 @@ async fn a_malformed_line_stops_with_its_number_after_applying_what_came_before(
     s.stop().await;
 }
 
+/// Mutual follows whose other half is already stored, comes earlier in the same batch, or belongs
+/// to an account with a long list (the import reads reverse edges a batch at a time).
+#[tokio::test]
+async fn mutuals_are_found_whether_the_reverse_edge_is_stored_or_in_the_same_batch() {
+    let s = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = String::new();
+    for i in 0..10 {
+        first += &format!("a,b{i},{}\n", 1_700_000_000 + i);
+    }
+    for i in 0..1000 {
+        first += &format!("fan{i},star,1700000000\n");
+    }
+    assert!(import(&s, &write(dir.path(), "1.csv", &first), Mode::Merge, false).await.complete);
+    let mut second = String::from("p,q,1700000050\n");
+    for i in 0..10 {
+        second += &format!("b{i},a,1700000100\n");
+    }
+    second += "b10,a,1700000100\nq,p,1700000060\n";
+    for i in 0..5 {
+        second += &format!("star,fan{i},1700000200\n");
+    }
+    let r = import(&s, &write(dir.path(), "2.csv", &second), Mode::Merge, false).await;
+    assert!(r.complete && r.rejected == 0, "{r:?}");
+    assert_eq!(r.follows_added, 18);
+    assert_eq!(s.counts("a").await, (11, 10, 10));
+    let mutual = list_full(&s, "a", 3).await;
+    let mut got: Vec<(String, u64)> = mutual.into_iter().map(|(u, t, _)| (u, t)).collect();
+    got.sort();
+    let want: Vec<(String, u64)> = (0..10).map(|i| (format!("b{i}"), 1_700_000_100)).collect();
+    assert_eq!(got, want, "a mutual relation began with the later follow");
+    assert_eq!(s.counts("star").await, (1000, 5, 5));
+    assert_eq!(s.counts("fan0").await, (1, 1, 1));
+    assert_eq!(s.counts("fan5").await, (0, 1, 0));
+    assert_eq!(s.counts("p").await, (1, 1, 1));
+    assert_eq!(list_full(&s, "q", 3).await.into_iter().map(|(u, t, _)| (u, t)).collect::<Vec<_>>(), vec![("p".to_owned(), 1_700_000_060)]);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn limits_are_respected_and_over_limit_edges_reported() {
     let s = spawn().await;

@@ -39,6 +39,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The writer connection's page cache, KiB.
 const WRITER_CACHE_KIB: u32 = 256 * 1024;
+/// [`WriteTx::edge_keys`] reads a list whole when at least this many of its edges are asked for.
+const MIN_LIST_SCAN: usize = 4;
 /// The most write jobs one transaction takes.
 const MAX_BATCH: usize = 2048;
 /// The writer's UserID cache is dropped when it grows past this many entries.
@@ -721,7 +723,10 @@ impl SqliteWriteTx<'_> {
             let mut st = tx.conn.prepare_cached(
                 "UPDATE accounts SET followers = followers + ?2, following = following + ?3, mutual = mutual + ?4 WHERE id = ?1",
             )?;
-            for (uid, (_, d)) in counts {
+            // In id order: accounts created together share pages.
+            let mut counts: Vec<(Uid, Counts)> = counts.into_iter().map(|(uid, (_, d))| (uid, d)).collect();
+            counts.sort_unstable_by_key(|c| c.0);
+            for (uid, d) in counts {
                 if d != Counts::default() {
                     st.execute(params![uid, d.followers, d.following, d.mutual])?;
                 }
@@ -881,6 +886,54 @@ impl WriteTx for SqliteWriteTx<'_> {
         self.guard(|tx| {
             tx.conn.prepare_cached("SELECT t FROM edges WHERE src = ?1 AND dst = ?2")?.query_row([src, dst], |r| r.get(0)).optional()
         })
+    }
+
+    fn edge_keys(&mut self, pairs: &[(Uid, Uid)]) -> StoreResult<Vec<Option<TimeKey>>> {
+        // Pairs that share an account are read with one scan of its list (its out-list when they
+        // share the source, its in-list when they share the target, whichever makes fewer
+        // statements); a list much longer than what is asked of it is probed pair by pair instead.
+        let mut by_src: HashMap<Uid, Vec<usize>> = HashMap::new();
+        let mut by_dst: HashMap<Uid, Vec<usize>> = HashMap::new();
+        for (i, &(src, dst)) in pairs.iter().enumerate() {
+            by_src.entry(src).or_default().push(i);
+            by_dst.entry(dst).or_default().push(i);
+        }
+        let out = by_src.len() <= by_dst.len();
+        let mut groups: Vec<(Uid, Vec<usize>)> = if out { by_src } else { by_dst }.into_iter().collect();
+        // In key order: neighbouring lists share pages.
+        groups.sort_unstable_by_key(|g| g.0);
+        let mut keys = vec![None; pairs.len()];
+        self.guard(|tx| {
+            let mut point = tx.conn.prepare_cached("SELECT t FROM edges WHERE src = ?1 AND dst = ?2")?;
+            let mut scan = tx.conn.prepare_cached(if out {
+                "SELECT dst, t FROM edges WHERE src = ?1 LIMIT ?2"
+            } else {
+                "SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1 LIMIT ?2"
+            })?;
+            let mut found: HashMap<Uid, TimeKey> = HashMap::new();
+            for (uid, idx) in groups {
+                if idx.len() >= MIN_LIST_SCAN {
+                    let limit = idx.len() * 32 + 256;
+                    found.clear();
+                    let mut rows = scan.query(params![uid, limit as i64])?;
+                    while let Some(r) = rows.next()? {
+                        found.insert(r.get(0)?, r.get(1)?);
+                    }
+                    if found.len() < limit {
+                        for &i in &idx {
+                            let other = if out { pairs[i].1 } else { pairs[i].0 };
+                            keys[i] = found.get(&other).copied();
+                        }
+                        continue;
+                    }
+                }
+                for &i in &idx {
+                    keys[i] = point.query_row([pairs[i].0, pairs[i].1], |r| r.get(0)).optional()?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(keys)
     }
 
     fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool> {
