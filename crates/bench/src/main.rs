@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-mod console;
 mod bulk;
+mod console;
 mod delete;
 mod flood;
 mod live;
