@@ -126,6 +126,25 @@ pub struct StoredEvent {
     pub next_at_ms: i64,
 }
 
+impl StoredEvent {
+    /// The event a backend has just stored for `ev`: pending, first attempt due at once.
+    pub fn committed(id: i64, webhook_id: Uuid, ev: crate::NewEvent, body: String, now_ms: i64) -> Self {
+        StoredEvent {
+            id,
+            webhook_id: WebhookId::Uuid(webhook_id),
+            app: ev.app,
+            command: ev.command,
+            from: ev.from.to_string(),
+            body,
+            client_ip: ev.origin.client_ip,
+            platform: ev.origin.platform,
+            created_ms: now_ms,
+            retries: 0,
+            next_at_ms: now_ms,
+        }
+    }
+}
+
 /// The outcome class of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {

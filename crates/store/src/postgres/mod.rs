@@ -26,7 +26,7 @@
 mod outbox;
 pub mod schema;
 
-use followd_graph::outbox::{StoredEvent, WebhookId};
+use followd_graph::outbox::StoredEvent;
 use followd_graph::{
     AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView,
     Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
@@ -1231,19 +1231,7 @@ impl WriteTx for PgWriteTx<'_> {
             self.wake.insert(owner);
             return Ok(());
         }
-        self.events.push(StoredEvent {
-            id,
-            webhook_id: WebhookId::Uuid(uuid),
-            app: ev.app,
-            command: ev.command,
-            from: ev.from.to_string(),
-            body,
-            client_ip: ev.origin.client_ip,
-            platform: ev.origin.platform,
-            created_ms: now_ms,
-            retries: 0,
-            next_at_ms: now_ms,
-        });
+        self.events.push(StoredEvent::committed(id, uuid, ev, body, now_ms));
         Ok(())
     }
 
