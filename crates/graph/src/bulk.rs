@@ -117,19 +117,23 @@ pub fn import(
     // pass); then every reverse edge of the batch in one step, as it was before the batch. While no
     // account is being deleted nothing but this batch's own inserts changes an edge here, so the
     // reverse edge of a follow is the one read or the one the batch added before it.
+    tx.warm_ids(cx.app, &follows.iter().flat_map(|f| [&f.from, &f.to]).collect::<Vec<_>>())?;
     let mut uids = Vec::with_capacity(follows.len());
     for f in follows {
         let src = account(tx, cx.app, &f.from, &mut outcome)?;
         let dst = account(tx, cx.app, &f.to, &mut outcome)?;
         uids.push((src, dst));
     }
-    let reverse = if deleting.is_empty() {
+    // Likewise every follow's own edge: then the new edges are written together at the end, in the
+    // store's key order (`insert_edges`), instead of one by one in the file's order.
+    let (reverse, forward) = if deleting.is_empty() {
         let pairs: Vec<(Uid, Uid)> = uids.iter().map(|&(src, dst)| (dst, src)).collect();
-        Some(tx.edge_keys(&pairs)?)
+        (Some(tx.edge_keys(&pairs)?), Some(tx.edge_keys(&uids)?))
     } else {
-        None
+        (None, None)
     };
     let mut added_here: HashMap<(Uid, Uid), TimeKey> = HashMap::new();
+    let mut new_edges: Vec<(Uid, Uid, TimeKey)> = Vec::new();
     // Targets added for the current run of follows from one user: one event per 20, as follow_add.
     let mut pending: Option<(UserId, Vec<UserId>)> = None;
     for (index, f) in follows.iter().enumerate() {
@@ -161,24 +165,27 @@ pub fn import(
         } else if back.is_some() && to_counts.is_some_and(|c| over(lim.max_mutual, c.mutual)) {
             refusal = Some((code::TO_MUTUAL_LIMIT, "To_Account has the maximum number of mutual follows"));
         }
-        let known = if refusal.is_some() || !deleting.is_empty() { Some(tx.edge(src, dst)?.is_some()) } else { None };
+        let exists = match &forward {
+            Some(read) => read[index].is_some() || added_here.contains_key(&(src, dst)),
+            None => tx.edge(src, dst)?.is_some(),
+        };
         let key = match f.key {
             Some(k) => k,
             None => tx.next_key(),
         };
-        let added = match (known, refusal) {
-            (Some(true), _) => false,
-            (_, Some((code, info))) => {
+        if !exists {
+            if let Some((code, info)) = refusal {
                 outcome.rejected.push(reject(code, info));
                 continue;
             }
-            (Some(false), None) => {
+            if forward.is_some() {
+                new_edges.push((src, dst, key));
+            } else {
                 supersede(tx, cx.app, src, dst, &deleting)?;
                 tx.insert_edge(src, dst, key)?;
-                true
             }
-            (None, None) => tx.insert_edge_if_absent(src, dst, key)?,
-        };
+        }
+        let added = !exists;
         if let Some(run) = opts.replace_run {
             tx.bulk_mark(run, src, dst)?;
         }
@@ -213,6 +220,7 @@ pub fn import(
     if let Some((from, targets)) = pending {
         emit_targets(tx, cx.app, CallbackCommand::FollowAdd, &cx.origin, &from, &targets)?;
     }
+    tx.insert_edges(&mut new_edges)?;
     Ok(outcome)
 }
 

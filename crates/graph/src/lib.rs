@@ -254,6 +254,18 @@ pub trait WriteTx {
     /// Adds edge `src → dst` unless it exists (then nothing changes); true when added. One step
     /// where [`WriteTx::edge`] then [`WriteTx::insert_edge`] would take two (bulk import).
     fn insert_edge_if_absent(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<bool>;
+    /// Adds edges `(src, dst, key)` that the caller knows are absent, in one step; the store may
+    /// reorder `rows` to write them in its key order (bulk import writes a batch's new edges at its
+    /// end, sorted, instead of one by one in the file's order).
+    fn insert_edges(&mut self, rows: &mut [(Uid, Uid, TimeKey)]) -> StoreResult<()> {
+        rows.iter().try_for_each(|&(src, dst, key)| self.insert_edge(src, dst, key))
+    }
+    /// A hint that the ids of `users` of `app` (in any order, repeats allowed) are about to be looked
+    /// up one by one: a store may read them all at once (bulk import names up to a hundred thousand
+    /// accounts a batch).
+    fn warm_ids(&mut self, _app: AppId, _users: &[&UserId]) -> StoreResult<()> {
+        Ok(())
+    }
     /// Removes edge `src → dst` (both orderings).
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()>;
     /// Records that `a` and `b` follow each other since `key` (both directions).

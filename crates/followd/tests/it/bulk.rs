@@ -145,6 +145,25 @@ async fn rerunning_an_import_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_follow_named_twice_in_one_file_is_added_once_with_its_first_time() {
+    let s = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Part of it stored already; the rest repeated within the one batch, in both directions.
+    assert!(import(&s, &write(dir.path(), "0.csv", "a,c,1700000000\n"), Mode::Merge, false).await.complete);
+    let f = write(dir.path(), "g.csv", "a,b,1700000010\na,c,1700000020\na,b,1700000030\nb,a,1700000040\nb,a,1700000050\nc,a\n");
+    let r = import(&s, &f, Mode::Merge, false).await;
+    assert!(r.complete && r.rejected == 0, "{r:?}");
+    assert_eq!((r.follows_added, r.follows_existing), (3, 3));
+    assert_eq!(s.counts("a").await, (2, 2, 2));
+    assert_eq!(s.counts("b").await, (1, 1, 1));
+    let following: Vec<(String, u64)> = list_full(&s, "a", 2).await.into_iter().map(|(u, t, _)| (u, t)).collect();
+    assert_eq!(following, vec![("b".to_owned(), 1_700_000_010), ("c".to_owned(), 1_700_000_000)]);
+    let mutual: Vec<(String, u64)> = list_full(&s, "b", 3).await.into_iter().map(|(u, t, _)| (u, t)).collect();
+    assert_eq!(mutual, vec![("a".to_owned(), 1_700_000_040)], "the mutual relation began with the later of the two first follows");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn replace_removes_what_the_file_lacks() {
     let s = spawn().await;
     s.import(&["a", "b", "c", "d"]).await;

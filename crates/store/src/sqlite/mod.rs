@@ -37,6 +37,15 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// A map of the writer's own (per-transaction) work, hashed with foldhash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// Rows of one multi-row `INSERT` of [`WriteTx::insert_edges`] (3 parameters each).
+const EDGES_PER_INSERT: usize = 64;
+static INSERT_EDGES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values: Vec<String> = (0..EDGES_PER_INSERT).map(|i| format!("(?{}, ?{}, ?{})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    format!("INSERT INTO edges(src, dst, t) VALUES {}", values.join(", "))
+});
+
 /// The writer connection's page cache, KiB.
 const WRITER_CACHE_KIB: u32 = 256 * 1024;
 /// [`WriteTx::edge_keys`] reads a list whole when at least this many of its edges are asked for.
@@ -288,8 +297,15 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("followd-writer".into())
             .spawn(move || {
-                Writer { conn, ids: HashMap::new(), names: HashMap::new(), deleting, last_key: last_key.unwrap_or(0), hooks: writer_hooks }
-                    .run(rx)
+                Writer {
+                    conn,
+                    ids: NameIds::default(),
+                    names: HashMap::new(),
+                    deleting,
+                    last_key: last_key.unwrap_or(0),
+                    hooks: writer_hooks,
+                }
+                .run(rx)
             })
             .map_err(StoreError::database)?;
         let checkpointer = start_checkpointer(&path)?;
@@ -570,11 +586,49 @@ impl ReadPool {
     }
 }
 
+/// The writer's cache of (app, UserID) → id, looked up by reference (a lookup copies no name).
+#[derive(Default)]
+struct NameIds {
+    apps: HashMap<AppId, FastMap<UserId, Uid>>,
+    len: usize,
+}
+
+impl NameIds {
+    fn get(&self, app: AppId, user: &UserId) -> Option<Uid> {
+        self.apps.get(&app)?.get(user).copied()
+    }
+
+    fn insert(&mut self, app: AppId, user: UserId, uid: Uid) {
+        if self.apps.entry(app).or_default().insert(user, uid).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Drops `user → uid`, unless the name already belongs to another (newer) account.
+    fn forget(&mut self, app: AppId, user: &UserId, uid: Uid) {
+        if let Some(m) = self.apps.get_mut(&app) {
+            if m.get(user) == Some(&uid) {
+                m.remove(user);
+                self.len -= 1;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.apps.clear();
+        self.len = 0;
+    }
+}
+
 /// The single writer: owns the write connection and the caches that only it may change.
 struct Writer {
     conn: Connection,
     /// (app, UserID) → id; valid across batches because only this thread writes.
-    ids: HashMap<(AppId, UserId), Uid>,
+    ids: NameIds,
     /// id → (app, UserID): the reverse of `ids`, so a deletion evicts both in O(1). It also names
     /// accounts that are no longer in `ids` (tombstoned ones, whose jobs still emit their events).
     names: HashMap<Uid, (AppId, UserId)>,
@@ -669,7 +723,7 @@ impl Writer {
             names: &mut self.names,
             deleting: &mut self.deleting,
             last_key: &mut self.last_key,
-            counts: HashMap::new(),
+            counts: FastMap::default(),
             now_ms: (now_micros() / 1000) as u64,
             failed: None,
             events: Vec::new(),
@@ -682,12 +736,12 @@ impl Writer {
 /// One batch's transaction as the graph rules see it.
 struct SqliteWriteTx<'w> {
     conn: &'w Connection,
-    ids: &'w mut HashMap<(AppId, UserId), Uid>,
+    ids: &'w mut NameIds,
     names: &'w mut HashMap<Uid, (AppId, UserId)>,
     deleting: &'w mut Vec<(AppId, Uid)>,
     last_key: &'w mut TimeKey,
     /// id → (stored counts, once read; delta of this batch)
-    counts: HashMap<Uid, (Option<Counts>, Counts)>,
+    counts: FastMap<Uid, (Option<Counts>, Counts)>,
     now_ms: u64,
     /// The first database failure; once set, every later step fails and the batch rolls back.
     failed: Option<StoreError>,
@@ -711,9 +765,7 @@ impl SqliteWriteTx<'_> {
 
     /// Drops `key → uid` from the name cache, unless the name already belongs to a newer account.
     fn forget_name(&mut self, key: &(AppId, UserId), uid: Uid) {
-        if self.ids.get(key) == Some(&uid) {
-            self.ids.remove(key);
-        }
+        self.ids.forget(key.0, &key.1, uid);
     }
 
     /// Writes the counter deltas; called once before commit.
@@ -738,7 +790,7 @@ impl SqliteWriteTx<'_> {
 
 impl WriteTx for SqliteWriteTx<'_> {
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
-        if let Some(&id) = self.ids.get(&(app, user.clone())) {
+        if let Some(id) = self.ids.get(app, user) {
             return Ok(Some(id));
         }
         let found = self.guard(|tx| {
@@ -748,10 +800,32 @@ impl WriteTx for SqliteWriteTx<'_> {
                 .optional()
         })?;
         if let Some(id) = found {
-            self.ids.insert((app, user.clone()), id);
+            self.ids.insert(app, user.clone(), id);
             self.names.insert(id, (app, user.clone()));
         }
         Ok(found)
+    }
+
+    fn warm_ids(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<()> {
+        // Those not cached, once each and in name order, so the name index is read page after page.
+        let mut missing: Vec<&UserId> = users.iter().copied().filter(|u| self.ids.get(app, u).is_none()).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let found = self.guard(|tx| {
+            let mut st = tx.conn.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?;
+            let mut found = Vec::new();
+            for u in missing {
+                if let Some(id) = st.query_row(params![app as i64, u.as_str()], |r| r.get::<_, i64>(0)).optional()? {
+                    found.push((u.clone(), id));
+                }
+            }
+            Ok(found)
+        })?;
+        for (u, id) in found {
+            self.names.insert(id, (app, u.clone()));
+            self.ids.insert(app, u, id);
+        }
+        Ok(())
     }
 
     fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
@@ -808,7 +882,7 @@ impl WriteTx for SqliteWriteTx<'_> {
                 (id, false)
             }
         };
-        self.ids.insert((app, user.clone()), id);
+        self.ids.insert(app, user.clone(), id);
         self.names.insert(id, (app, user.clone()));
         Ok((id, created))
     }
@@ -892,8 +966,8 @@ impl WriteTx for SqliteWriteTx<'_> {
         // Pairs that share an account are read with one scan of its list (its out-list when they
         // share the source, its in-list when they share the target, whichever makes fewer
         // statements); a list much longer than what is asked of it is probed pair by pair instead.
-        let mut by_src: HashMap<Uid, Vec<usize>> = HashMap::new();
-        let mut by_dst: HashMap<Uid, Vec<usize>> = HashMap::new();
+        let mut by_src: FastMap<Uid, Vec<usize>> = FastMap::default();
+        let mut by_dst: FastMap<Uid, Vec<usize>> = FastMap::default();
         for (i, &(src, dst)) in pairs.iter().enumerate() {
             by_src.entry(src).or_default().push(i);
             by_dst.entry(dst).or_default().push(i);
@@ -905,19 +979,24 @@ impl WriteTx for SqliteWriteTx<'_> {
         let mut keys = vec![None; pairs.len()];
         self.guard(|tx| {
             let mut point = tx.conn.prepare_cached("SELECT t FROM edges WHERE src = ?1 AND dst = ?2")?;
+            // No bound LIMIT (the scan stops by itself): a bound LIMIT made SQLite prepare the
+            // statement again at every run, a sixth of a bulk batch's time.
             let mut scan = tx.conn.prepare_cached(if out {
-                "SELECT dst, t FROM edges WHERE src = ?1 LIMIT ?2"
+                "SELECT dst, t FROM edges WHERE src = ?1"
             } else {
-                "SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1 LIMIT ?2"
+                "SELECT src, t FROM edges INDEXED BY edges_in WHERE dst = ?1"
             })?;
-            let mut found: HashMap<Uid, TimeKey> = HashMap::new();
+            let mut found: FastMap<Uid, TimeKey> = FastMap::default();
             for (uid, idx) in groups {
                 if idx.len() >= MIN_LIST_SCAN {
                     let limit = idx.len() * 32 + 256;
                     found.clear();
-                    let mut rows = scan.query(params![uid, limit as i64])?;
+                    let mut rows = scan.query([uid])?;
                     while let Some(r) = rows.next()? {
                         found.insert(r.get(0)?, r.get(1)?);
+                        if found.len() >= limit {
+                            break;
+                        }
                     }
                     if found.len() < limit {
                         for &i in &idx {
@@ -944,6 +1023,26 @@ impl WriteTx for SqliteWriteTx<'_> {
 
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
         self.guard(|tx| tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(drop))
+    }
+
+    fn insert_edges(&mut self, rows: &mut [(Uid, Uid, TimeKey)]) -> StoreResult<()> {
+        // In key order, so the table's B-tree is written page after page, and many rows a statement.
+        rows.sort_unstable();
+        self.guard(|tx| {
+            let mut many = tx.conn.prepare_cached(&INSERT_EDGES_SQL)?;
+            let mut chunks = rows.chunks_exact(EDGES_PER_INSERT);
+            let mut values: Vec<i64> = Vec::with_capacity(3 * EDGES_PER_INSERT);
+            for chunk in &mut chunks {
+                values.clear();
+                values.extend(chunk.iter().flat_map(|&(s, d, t)| [s, d, t]));
+                many.execute(rusqlite::params_from_iter(values.iter()))?;
+            }
+            let mut one = tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?;
+            for &(s, d, t) in chunks.remainder() {
+                one.execute([s, d, t])?;
+            }
+            Ok(())
+        })
     }
 
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
