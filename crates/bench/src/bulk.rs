@@ -2,7 +2,8 @@
 //! loading edges of the same graph through `follow_add` (20 targets a call, many connections) in the
 //! same run; then `followd export` of the loaded graph from a restarted server. Prints edges per
 //! second, the ratio to `follow_add`, and the peak RSS of the server and of the command in each
-//! phase (run it at two sizes to see that memory does not grow with the graph).
+//! phase (run it at two sizes to see that memory does not grow with the graph). The baseline of the
+//! import is SQLite's own rate for inserting the same edge rows ([`sqlite_baseline`]).
 //!
 //! The graph: `edges / 20` users, each following 20 others spread over all users (a multiplicative
 //! hash), each follow with its own time; written as CSV `From_Account,To_Account,FollowTime`.
@@ -78,6 +79,60 @@ async fn command(bin: &Path, args: &[&str]) -> anyhow::Result<(f64, u64)> {
     }
 }
 
+/// SQLite's own rate for the same edge rows: the graph's `(src, dst, t)` rows, with ids given in order
+/// of first appearance as followd gives them, inserted into a scratch database with followd's edge
+/// table, its in-ordering index and its pragmas, in transactions of 50,000 rows sorted by key and
+/// written 64 rows a statement, as followd's import writes them. No accounts, counters or rules:
+/// what the edges alone cost the one writer.
+fn sqlite_baseline(dir: &Path, edges: u64, users: u64) -> anyhow::Result<f64> {
+    const BATCH: u64 = 50_000;
+    const PER_STATEMENT: usize = 64;
+    let path = dir.join("baseline.db");
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -262144; PRAGMA mmap_size = 0;
+         CREATE TABLE edges (src INTEGER NOT NULL, dst INTEGER NOT NULL, t INTEGER NOT NULL, PRIMARY KEY (src, dst)) WITHOUT ROWID;
+         CREATE INDEX edges_in ON edges(dst, t);",
+    )?;
+    let values: Vec<String> = (0..PER_STATEMENT).map(|i| format!("(?{}, ?{}, ?{})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    let many = format!("INSERT INTO edges(src, dst, t) VALUES {}", values.join(", "));
+    let mut ids: std::collections::HashMap<u64, i64> = std::collections::HashMap::with_capacity(users as usize);
+    let start = Instant::now();
+    let mut i = 0;
+    while i < edges {
+        let mut rows: Vec<(i64, i64, i64)> = (i..(i + BATCH).min(edges))
+            .map(|e| {
+                let next = ids.len() as i64 + 1;
+                let src = *ids.entry(e / OUT_DEGREE).or_insert(next);
+                let next = ids.len() as i64 + 1;
+                let dst = *ids.entry(target_of(e, users)).or_insert(next);
+                (src, dst, e as i64)
+            })
+            .collect();
+        rows.sort_unstable();
+        conn.execute_batch("BEGIN")?;
+        {
+            let mut st = conn.prepare_cached(&many)?;
+            let mut chunks = rows.chunks_exact(PER_STATEMENT);
+            for c in &mut chunks {
+                st.execute(rusqlite::params_from_iter(c.iter().flat_map(|&(s, d, t)| [s, d, t])))?;
+            }
+            let mut one = conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?;
+            for &(s, d, t) in chunks.remainder() {
+                one.execute([s, d, t])?;
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+        i += BATCH;
+    }
+    let rate = edges as f64 / start.elapsed().as_secs_f64();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("baseline.db{suffix}")));
+    }
+    Ok(rate)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -86,6 +141,7 @@ pub async fn run(bin: &Path, o: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("graph.csv");
     let users = write_graph(&csv, o.edges)?;
+    let raw_rate = sqlite_baseline(dir.path(), o.edges, users)?;
     let config = |name: &str| -> anyhow::Result<std::path::PathBuf> {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d)?;
@@ -152,6 +208,13 @@ pub async fn run(bin: &Path, o: Options) -> anyhow::Result<()> {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     println!("| follow_add (20 a call, {} connections) | {} | {:.1} | {:.0} | 1.0 | | |", o.connections, api.units, api.secs, api_rate);
     println!(
+        "| baseline: SQLite inserting the same edge rows (no server, no rules) | {} | {:.1} | {:.0} | {:.1}× | | |",
+        o.edges,
+        o.edges as f64 / raw_rate,
+        raw_rate,
+        raw_rate / api_rate
+    );
+    println!(
         "| followd import (CSV) | {} | {:.1} | {:.0} | {:.1}× | {:.1} → {:.1} MiB | {:.1} MiB |",
         o.edges,
         import_secs,
@@ -175,6 +238,7 @@ pub async fn run(bin: &Path, o: Options) -> anyhow::Result<()> {
         "{}",
         json!({"edges": o.edges, "follow_add_edges_per_s": api_rate.round(), "import_edges_per_s": bulk_rate.round(),
                "export_edges_per_s": export_rate.round(), "import_vs_follow_add": (bulk_rate / api_rate * 100.0).round() / 100.0,
+               "sqlite_rows_per_s": raw_rate.round(), "import_vs_sqlite_rows": (bulk_rate / raw_rate * 100.0).round() / 100.0,
                "server_import_peak_rss_mib": mib(server_import_rss).round(), "import_peak_rss_mib": mib(import_rss).round(),
                "server_export_peak_rss_mib": mib(server_export_rss).round(), "server_export_start_rss_mib": mib(server_export_base).round(), "export_peak_rss_mib": mib(export_rss).round()})
     );
