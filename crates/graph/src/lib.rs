@@ -391,6 +391,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Runs a read job off the async runtime.
     fn submit_read(&self, job: ReadJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+    /// The most follows one write job should name when it can choose (bulk import splits its batches
+    /// to fit): a backend that locks each pair it looks at (PostgreSQL's advisory locks live in a
+    /// shared lock table of a few thousand entries) says how many it can hold at once.
+    fn max_pairs_per_job(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Runs `f` in a write transaction and resolves once it has committed (or failed), waiting for room

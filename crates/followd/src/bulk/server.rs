@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use followd_graph::bulk::{self, BulkFollow, BulkOptions, SweepPosition};
+use followd_graph::bulk::{self, BulkFollow, BulkOptions, BulkOutcome, Rejected, SweepPosition};
 use followd_graph::write::{NewAccount, WriteContext};
 use followd_graph::{key_of_micros, micros_of_key, ExportRow, GraphError, Origin};
 use followd_protocol::api::{ApiError, Family};
@@ -182,11 +182,34 @@ async fn run_import(
             Ok(BulkFollow { from, to, key })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let cx = context(&app, peer);
+    let cx = Arc::new(context(&app, peer));
     let opts = BulkOptions { webhooks: req.webhooks, replace_run: req.replace_run };
-    let outcome = followd_graph::write(&*st.store, move |tx| bulk::import(tx, &cx, &accounts, &follows, opts))
-        .await
-        .map_err(|e| from_graph(e, FAMILY, request_id))?;
+    // One transaction for the batch unless the store holds fewer pairs at once: then consecutive
+    // parts, in order, each waiting for the one before (a failed part fails the request, and the
+    // client sends the whole batch again: every part is idempotent).
+    let per_job = st.store.max_pairs_per_job().max(1);
+    let mut outcome = BulkOutcome::default();
+    let mut accounts = Some(accounts);
+    let mut follows = follows.into_iter();
+    let mut offset = 0;
+    loop {
+        let part: Vec<BulkFollow> = follows.by_ref().take(per_job).collect();
+        let (n, first) = (part.len(), accounts.take());
+        if n == 0 && first.is_none() {
+            break;
+        }
+        let cx = cx.clone();
+        let accounts = first.unwrap_or_default();
+        let done = followd_graph::write(&*st.store, move |tx| bulk::import(tx, &cx, &accounts, &part, opts))
+            .await
+            .map_err(|e| from_graph(e, FAMILY, request_id))?;
+        outcome.accounts_created += done.accounts_created;
+        outcome.accounts_existing += done.accounts_existing;
+        outcome.follows_added += done.follows_added;
+        outcome.follows_existing += done.follows_existing;
+        outcome.rejected.extend(done.rejected.into_iter().map(|r| Rejected { index: r.index + offset, ..r }));
+        offset += n;
+    }
     Ok(ImportReply {
         accounts_created: outcome.accounts_created,
         accounts_existing: outcome.accounts_existing,
@@ -246,6 +269,8 @@ async fn run_sweep(
     let phase = parse_cursor(&req.cursor).ok_or_else(|| invalid("Cursor is not a cursor this server returned".into()))?;
     let cx = context(&app, peer);
     let (run, webhooks, allow_empty) = (req.run, req.webhooks, req.allow_empty);
+    // A removed edge locks its pair on some stores: a step removes at most what one job may lock.
+    let step = SWEEP_STEP.min(st.store.max_pairs_per_job().max(1));
     let reply = match phase {
         Phase::Sweep(after) => {
             let step = followd_graph::write(&*st.store, move |tx| {
@@ -254,7 +279,7 @@ async fn run_sweep(
                         "run {run} marked no follow: import its file with ReplaceRun first, or set AllowEmpty to remove every follow"
                     )));
                 }
-                bulk::sweep(tx, &cx, run, after, SWEEP_STEP, webhooks)
+                bulk::sweep(tx, &cx, run, after, step, webhooks)
             })
             .await
             .map_err(|e| from_graph(e, FAMILY, request_id))?;

@@ -163,6 +163,33 @@ async fn a_follow_named_twice_in_one_file_is_added_once_with_its_first_time() {
     s.stop().await;
 }
 
+/// One batch of 20,000 follows: on PostgreSQL a transaction locks each pair it looks at, and the
+/// server's lock table (6,400 entries by default) could not hold a batch of 50,000 ("out of shared
+/// memory"), so the server splits batches to what the store can hold.
+#[tokio::test]
+async fn a_batch_larger_than_the_store_can_lock_at_once_is_applied_whole() {
+    let s = spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text += &format!("fan{i},star,{}\n", 1_700_000_000 + i);
+    }
+    let f = write(dir.path(), "g.csv", &text);
+    let r = import(&s, &f, Mode::Merge, false).await;
+    assert!(r.complete && r.rejected == 0 && r.failure.is_none(), "{r:?}");
+    assert_eq!((r.accounts_created, r.follows_added), (20_001, 20_000));
+    assert_eq!(s.counts("star").await, (20_000, 0, 0));
+    let first = list_full(&s, "star", 1).await;
+    assert_eq!(first.len(), 20_000);
+    assert_eq!((first[0].0.as_str(), first[0].1), ("fan19999", 1_700_019_999), "newest first");
+    // And the sweep of replace, which removes in steps the store can lock.
+    let r = import(&s, &write(dir.path(), "small.csv", "fan0,star,1700000000\n"), Mode::Replace, false).await;
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.removed, 19_999);
+    assert_eq!(s.counts("star").await, (1, 0, 0));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn replace_removes_what_the_file_lacks() {
     let s = spawn().await;

@@ -46,6 +46,9 @@ use crate::sqlite::{CommitHooks, Threads};
 
 /// The most write jobs one transaction takes.
 const MAX_BATCH: usize = 1024;
+/// What [`Store::max_pairs_per_job`] answers: well within the default lock table (6,400 entries)
+/// shared by every connection of the server.
+const MAX_PAIRS_PER_JOB: usize = 1_000;
 /// How many times a batch is run when it keeps failing with a serialization failure or a deadlock.
 pub const MAX_TRIES: usize = 8;
 /// Reads running at once, each on its own blocking thread and connection.
@@ -597,6 +600,13 @@ impl Drop for PgStore {
 impl Store for PgStore {
     fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
         self.submit(job)
+    }
+
+    fn max_pairs_per_job(&self) -> usize {
+        // Each pair (and each webhook lane) is a transaction advisory lock; PostgreSQL's lock table
+        // holds `max_locks_per_transaction` (64 by default) times `max_connections` (100) entries
+        // for the whole server, and a batch of 50,000 follows ran out of it ("out of shared memory").
+        MAX_PAIRS_PER_JOB
     }
 
     fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
