@@ -131,9 +131,19 @@ pub async fn import(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let st = &*st;
+    json_call(st, &method, |id| async move { run_import(st, peer, query.as_deref(), body, &id).await }).await
+}
+
+/// The shape shared by the JSON bulk calls: a `POST`, answered in the envelope with a request id.
+async fn json_call<T: serde::Serialize, F: std::future::Future<Output = Result<T, ApiError>>>(
+    st: &AppState,
+    method: &Method,
+    run: impl FnOnce(String) -> F,
+) -> Response {
     let request_id = st.next_request_id();
-    let result = match post_only(&method) {
-        Ok(()) => run_import(&st, peer, query.as_deref(), body, &request_id).await,
+    let result = match post_only(method) {
+        Ok(()) => run(request_id.clone()).await,
         Err(e) => Err(e),
     };
     envelope(FAMILY, &request_id, &result)
@@ -249,12 +259,8 @@ pub async fn sweep(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request_id = st.next_request_id();
-    let result = match post_only(&method) {
-        Ok(()) => run_sweep(&st, peer, query.as_deref(), body, &request_id).await,
-        Err(e) => Err(e),
-    };
-    envelope(FAMILY, &request_id, &result)
+    let st = &*st;
+    json_call(st, &method, |id| async move { run_sweep(st, peer, query.as_deref(), body, &id).await }).await
 }
 
 async fn run_sweep(
