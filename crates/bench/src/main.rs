@@ -71,7 +71,8 @@ enum Cmd {
         /// Events in the backlog that is drained.
         #[arg(long, default_value_t = 200_000)]
         backlog: u64,
-        /// Run followd on PostgreSQL (one node), in a database of the run's own on this server.
+        /// Run followd on PostgreSQL, in a database of the run's own on this server (`--nodes N`
+        /// before the subcommand: N processes on it, each request and app spread over them).
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -158,7 +159,10 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async { flood::run(&server_binary(&cli)?, connections, slow_percent, rounds).await })
         }
         Some(Cmd::Webhooks { seconds, backlog, ref database_url }) => {
-            rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog, database_url.as_deref()).await })
+            if database_url.is_none() && cli.nodes != 1 {
+                bail!("--nodes needs --database-url: only PostgreSQL is shared by several nodes");
+            }
+            rt.block_on(async { webhooks::run(&server_binary(&cli)?, seconds, backlog, database_url.as_deref(), cli.nodes.max(1)).await })
         }
         Some(Cmd::Delete { fans, writers, rate, baseline, chunk, no_webhook }) => rt.block_on(async {
             let opts = delete::Options { fans, writers, rate, baseline, chunk, webhook: !no_webhook, connections: cli.connections };

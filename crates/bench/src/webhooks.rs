@@ -75,10 +75,22 @@ fn target(http: &reqwest::Client, addr: &str, app: u64) -> Arc<Target> {
     })
 }
 
-async fn pending(http: &reqwest::Client, addr: &str) -> anyhow::Result<u64> {
-    let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
-    let line = text.lines().find(|l| l.starts_with("followd_webhook_pending_events ")).context("no pending gauge")?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+/// Events not yet delivered, summed over the nodes (each reports those it owns).
+async fn pending(http: &reqwest::Client, addrs: &[String]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for addr in addrs {
+        let text = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
+        let line = text.lines().find(|l| l.starts_with("followd_webhook_pending_events ")).context("no pending gauge")?;
+        sum += line.split_whitespace().nth(1).unwrap_or("0").parse::<u64>()?;
+    }
+    Ok(sum)
+}
+
+/// An admin setting changed on one node applies on the others within a second (they re-read it).
+async fn settle(nodes: usize) {
+    if nodes > 1 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
 }
 
 async fn wait_count(r: &Receiver, n: u64, limit: Duration) -> anyhow::Result<Duration> {
@@ -150,8 +162,10 @@ async fn paced(
     Ok(lat)
 }
 
-/// With `database_url`, followd runs on PostgreSQL, in a database of the run's own (dropped after).
-pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, database_url: Option<&str>) -> anyhow::Result<()> {
+/// With `database_url`, followd runs on PostgreSQL, in a database of the run's own (dropped after), as
+/// `nodes` processes: request *i* of a phase goes to node *i* mod `nodes`, and latency app *i* is
+/// written through node *i* mod `nodes`.
+pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, database_url: Option<&str>, nodes: usize) -> anyhow::Result<()> {
     let db = database_url.map(crate::pg::Db::create).transpose()?;
     let top = db.as_ref().map_or(String::new(), |d| format!("database_url = \"{}\"\n", d.url));
     let (open, _) = tokio::sync::watch::channel(true);
@@ -164,12 +178,16 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("followd.toml");
     std::fs::write(&cfg, config(&raddr.to_string(), &top))?;
-    let mut cmd = tokio::process::Command::new(server_bin);
-    cmd.args(["serve", "--config"]).arg(&cfg).env("FOLLOWD_LOG", "warn,followd=info");
-    let server = spawn(cmd).await?;
+    let mut servers = Vec::new();
+    for _ in 0..nodes {
+        let mut cmd = tokio::process::Command::new(server_bin);
+        cmd.args(["serve", "--config"]).arg(&cfg).env("FOLLOWD_LOG", "warn,followd=info");
+        servers.push(spawn(cmd).await?);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
     let conns = 64;
-    eprintln!("followd {} on {}, receiver {raddr}", server.addr, if db.is_some() { "PostgreSQL" } else { "SQLite" });
+    eprintln!("followd {addrs:?} on {}, receiver {raddr}", if db.is_some() { "PostgreSQL" } else { "SQLite" });
 
     // Baseline: the same kind of client posting the same request to the same receiver, no storage.
     let body = followd_protocol::webhook::follow_add_body("u0000001", &["u0000002"], 1_700_000_000_000);
@@ -187,15 +205,16 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
     eprintln!("raw client → receiver: {:.0} req/s", raw.rps());
 
     // Throughput 1: drain a backlog. The receiver holds every request until the backlog is written.
-    let t0 = target(&http, &server.addr, APP0);
+    let t0 = target(&http, &addrs[0], APP0);
     let users = 20_000;
     import(&t0, &http, conns, 0, users + 1_000).await?;
     rcv.count.store(0, Ordering::Relaxed);
     rcv.open.send_replace(false);
-    let url = t0.url("follow/follow_add");
+    let urls: Vec<String> = addrs.iter().map(|a| target(&http, a, APP0).url("follow/follow_add")).collect();
+    let node_urls = urls.clone();
     let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {
         let body = json!({"From_Account": user(i % users), "FollowItem": [{"To_Account": user(users + i / users)}]});
-        (url.clone(), body.to_string())
+        (node_urls[i as usize % node_urls.len()].clone(), body.to_string())
     });
     let load = drive(&http, conns, Duration::from_secs(3600), backlog, make, ok_items).await?;
     anyhow::ensure!(load.units == backlog, "only {} of {backlog} follows were new", load.units);
@@ -206,14 +225,13 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
 
     // Throughput 2: deliver while writing at the maximum rate (20 targets a call, one event a call).
     rcv.count.store(0, Ordering::Relaxed);
-    let url = t0.url("follow/follow_add");
     let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(move |i| {
         let items: Vec<Value> = (0..20).map(|j| json!({"To_Account": user(users + 100 + (i / users) * 20 + j)})).collect();
-        (url.clone(), json!({"From_Account": user(i % users), "FollowItem": items}).to_string())
+        (urls[i as usize % urls.len()].clone(), json!({"From_Account": user(i % users), "FollowItem": items}).to_string())
     });
     let writes: Phase = drive(&http, conns, Duration::from_secs(seconds), u64::MAX, make, |_| 1).await?;
     let delivered_during = rcv.count.load(Ordering::Relaxed);
-    let backlog_at_end = pending(&http, &server.addr).await?;
+    let backlog_at_end = pending(&http, &addrs).await?;
     let catch_up = wait_count(&rcv, writes.requests, Duration::from_secs(600)).await?;
     eprintln!(
         "writing {:.0} calls/s ({:.0} edges/s): {:.0} webhooks/s delivered meanwhile, {backlog_at_end} pending at the end, caught up {:.0} ms later",
@@ -224,7 +242,7 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
     );
 
     // Latency at a paced 1,000 events/s over ten apps, all healthy, then with one endpoint in ten hanging.
-    let lat_targets: Vec<Arc<Target>> = (1..=LATENCY_APPS).map(|i| target(&http, &server.addr, APP0 + i)).collect();
+    let lat_targets: Vec<Arc<Target>> = (1..=LATENCY_APPS).map(|i| target(&http, &addrs[i as usize % nodes], APP0 + i)).collect();
     let lusers = 2_000;
     for t in &lat_targets {
         import(t, &http, 8, 0, lusers + 60_000).await?;
@@ -238,11 +256,13 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
     let hang_app = lat_targets.last().unwrap();
     let r = hang_app.call("callback_config/set_callback", &json!({"Url": format!("http://{raddr}/hang")})).await?;
     anyhow::ensure!(r["ErrorCode"] == 0, "set_callback: {r}");
+    settle(nodes).await;
     let lat_hang = paced(&lat_targets, &rcv, 1000, seconds, lusers, &healthy, 1).await?;
     let r = hang_app.call("callback_config/set_callback", &json!({"Url": format!("http://{raddr}/ok/{LATENCY_APPS}")})).await?;
     anyhow::ensure!(r["ErrorCode"] == 0, "set_callback: {r}");
+    settle(nodes).await;
     let drained = Instant::now();
-    while pending(&http, &server.addr).await? > 0 {
+    while pending(&http, &addrs).await? > 0 {
         anyhow::ensure!(drained.elapsed() < Duration::from_secs(120), "the hanging endpoint's backlog did not drain");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -251,7 +271,7 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
     let (h50, h99) = (percentile(&lat_hang, 0.5), percentile(&lat_hang, 0.99));
     let p99_after = percentile(&lat_all2, 0.99);
     let b99 = (p99 + p99_after) / 2.0;
-    let rss = server.proc.id().and_then(crate::peak_rss_kib).unwrap_or(0);
+    let rss = servers.iter().filter_map(|s| s.proc.id().and_then(crate::peak_rss_kib)).max().unwrap_or(0);
 
     println!();
     println!("| figure | value | baseline (same run) | ratio | target |");
@@ -274,7 +294,7 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
         "| same with 1 endpoint in 10 hanging: healthy endpoints | p50 {h50:.2} ms, p99 {h99:.2} ms | all healthy before and after: p99 {p99:.2} and {p99_after:.2} ms | {:.2}x | ≤ 1.2x |",
         h99 / b99
     );
-    println!("| server peak RSS | {:.1} MiB | | | |", rss as f64 / 1024.0);
+    println!("| server peak RSS (largest of {nodes} node(s)) | {:.1} MiB | | | |", rss as f64 / 1024.0);
     let summary = json!({
         "raw_rps": raw.rps().round(),
         "drain_webhooks_per_s": drain_rate.round(), "drain_vs_raw": ((drain_rate / raw.rps()) * 100.0).round() / 100.0,
@@ -282,7 +302,7 @@ pub async fn run(server_bin: &std::path::Path, seconds: u64, backlog: u64, datab
         "pending_after_writes": backlog_at_end, "catch_up_ms": (catch_up.as_secs_f64() * 1000.0).round(),
         "latency_p50_ms": (p50 * 100.0).round() / 100.0, "latency_p99_ms": (p99 * 100.0).round() / 100.0,
         "hanging_healthy_p99_ms": (h99 * 100.0).round() / 100.0, "healthy_after_p99_ms": (p99_after * 100.0).round() / 100.0, "hanging_vs_healthy_p99": ((h99 / b99) * 100.0).round() / 100.0,
-        "peak_rss_mib": ((rss as f64 / 1024.0) * 10.0).round() / 10.0,
+        "peak_rss_mib": ((rss as f64 / 1024.0) * 10.0).round() / 10.0, "nodes": nodes,
     });
     println!("{summary}");
     Ok(())
