@@ -80,7 +80,7 @@ fn over(limit: Option<i64>, current: i64) -> bool {
 
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.
 pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
-    tx.prefetch(cx.app, from, targets)?;
+    tx.prefetch_add(cx.app, from, targets)?;
     let src = require(tx, cx.app, from)?;
     // The limits count edges as if those of accounts being deleted were already gone.
     let deleting = tx.deleting(cx.app)?;
