@@ -356,6 +356,21 @@ impl PgStore {
     }
 }
 
+/// The accounts named `$2` in app `$1` (one of them `$3`, the follower), and for each the advisory
+/// lock key of its pair with the follower (`NULL` for the follower), computed as [`pair_key`] does
+/// (the product wraps at 64 bits in `numeric`), with every such lock taken by the same statement, in
+/// key order. One statement: the ids it locks are the ids it returns.
+const PREFETCH_ACCOUNTS: &str =
+    "WITH acc AS MATERIALIZED (SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted), \
+     p AS MATERIALIZED (SELECT d.id, ((CASE WHEN m.v >= 9223372036854775808 THEN m.v - 18446744073709551616 ELSE m.v END)::bigint \
+             # greatest(s.id, d.id)) AS k \
+         FROM acc s JOIN acc d ON d.id <> s.id \
+         CROSS JOIN LATERAL (SELECT mod(mod(least(s.id, d.id)::numeric * -7046029254386353131, 18446744073709551616) \
+             + 18446744073709551616, 18446744073709551616) AS v) m \
+         WHERE s.user_id = $3), \
+     l AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM (SELECT DISTINCT k FROM p ORDER BY k) x) \
+     SELECT acc.id, acc.user_id, p.k FROM acc LEFT JOIN p ON p.id = acc.id CROSS JOIN l";
+
 /// The advisory lock key of the unordered pair `{a, b}`.
 fn pair_key(a: Uid, b: Uid) -> i64 {
     let (lo, hi) = (a.min(b), a.max(b));
@@ -1134,81 +1149,114 @@ impl PgWriteTx<'_> {
             .map(drop)
     }
 
-    /// `prefetch` in two round trips: (1) the accounts; (2) the pairs' locks, in key order (two nodes
-    /// locking overlapping sets this way wait for each other instead of deadlocking), then both
-    /// directions of every pair, read after the locks so that they are current, and, for a follow
-    /// (`counts`), the follower's row lock and then its counters, as [`WriteTx::counts`] takes and
-    /// reads them, so that the rules find them read. Each read is a statement of its own, after the
-    /// lock it needs, as when they were sent one by one.
+    /// `prefetch` in two statements when no limit reads the follower's counters: (1) the accounts,
+    /// and the locks of the pairs of `from` with each target found, taken by the same statement in
+    /// key order (two nodes locking overlapping sets this way wait for each other instead of
+    /// deadlocking); (2) both directions of every pair, read after the locks so that they are
+    /// current. For a follow whose limits read the follower's counters (`counts`), (2) also takes
+    /// the follower's row lock and then reads its counters, as [`WriteTx::counts`] does, each read a
+    /// statement of its own after the lock it needs, sent in one round trip.
     fn prefetch_pairs(&mut self, app: AppId, from: &UserId, targets: &[UserId], counts: bool) -> StoreResult<()> {
-        let mut names: Vec<&str> =
-            std::iter::once(from).chain(targets).filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).map(UserId::as_str).collect();
+        let mut names: Vec<&str> = std::iter::once(from).chain(targets).map(UserId::as_str).collect();
         names.sort_unstable();
         names.dedup();
-        if !names.is_empty() {
-            let a = app as i64;
-            let rows = self.guard(|c| {
-                c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &names])
-            })?;
-            for r in rows {
-                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
-                self.remember(app, &user, r.get(0));
+        let a = app as i64;
+        let rows = self.guard(|c| c.query(PREFETCH_ACCOUNTS, &[&a, &names, &from.as_str()]))?;
+        let mut fresh_src = None;
+        let mut sql_locked = Vec::new();
+        for r in rows {
+            let (id, name, key): (Uid, &str, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+            let user = parse_user(name).map_err(|e| self.fail(e))?;
+            if user == *from {
+                fresh_src = Some(id);
+            }
+            if let Some(k) = key {
+                sql_locked.push((id, k));
+            }
+            // What this transaction looked up before stays as it saw it.
+            if !self.ids.contains_key(&(app, user.clone())) {
+                self.remember(app, &user, id);
             }
         }
         let Some(&src) = self.ids.get(&(app, from.clone())) else { return Ok(()) };
+        // The pairs whose lock this call took first: their edges are read below.
+        let mut newly: Vec<Uid> = Vec::new();
+        if fresh_src == Some(src) {
+            for (d, k) in sql_locked {
+                if k != pair_key(src, d) {
+                    // Never: the statement computes `pair_key`. Should it differ, the pair is locked
+                    // below by its key, as every other step locks it.
+                    debug_assert!(false, "the SQL pair key of ({src}, {d}) is {k}, not {}", pair_key(src, d));
+                    tracing::error!(src, dst = d, "the SQL pair key differs from pair_key");
+                    continue;
+                }
+                if self.locked_pairs.insert((src.min(d), src.max(d))) {
+                    newly.push(d);
+                }
+            }
+        }
+        // Targets this transaction knew under other ids than the statement found (another node
+        // deleted or imported them meanwhile): their pairs are locked by key.
         let mut dsts: Vec<Uid> = targets.iter().filter_map(|t| self.ids.get(&(app, t.clone())).copied()).filter(|&d| d != src).collect();
         dsts.sort_unstable();
         dsts.dedup();
-        let mut keys: Vec<i64> =
-            dsts.iter().filter(|&&d| self.locked_pairs.insert((src.min(d), src.max(d)))).map(|&d| pair_key(src, d)).collect();
+        let mut keys = Vec::new();
+        for d in dsts {
+            if self.locked_pairs.insert((src.min(d), src.max(d))) {
+                keys.push(pair_key(src, d));
+                newly.push(d);
+            }
+        }
         keys.sort_unstable();
         keys.dedup();
-        let unknown: Vec<Uid> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            dsts.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect()
-        };
+        newly.sort_unstable();
+        newly.dedup();
+        let unknown: Vec<Uid> =
+            newly.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
         let read_counts = counts && self.counts.get(&src).is_none_or(|c| c.0.is_none());
-        let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let mut sql = String::new();
-        if !keys.is_empty() {
-            sql = format!(
+        let found: Vec<(Uid, Uid, TimeKey)> = if keys.is_empty() && !read_counts {
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            // The usual case: one prepared statement.
+            let rows = self.guard(|c| {
+                c.query(
+                    "SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst = $1 AND src = ANY($2))",
+                    &[&src, &unknown],
+                )
+            })?;
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        } else {
+            let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!(
                 "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; \
-                 SELECT src, dst, t FROM edges WHERE (src = {src} AND dst = ANY('{{{u}}}'::bigint[])) OR (dst = {src} AND src = ANY('{{{u}}}'::bigint[]));",
+                 SELECT src, dst, t FROM edges WHERE (src = {src} AND dst = ANY('{{{u}}}'::bigint[])) OR (dst = {src} AND src = ANY('{{{u}}}'::bigint[])); {}",
                 list(&keys),
+                if read_counts { lock_and_count(src) } else { String::new() },
                 u = list(&unknown),
             );
-        }
-        if read_counts {
-            sql.push_str(&lock_and_count(src));
-        }
-        if sql.is_empty() {
-            return Ok(());
-        }
-        let results = self.guard(|c| c.int_results(&sql))?;
-        let mut results = results.iter();
-        if !keys.is_empty() {
-            let rows = results.nth(1).map_or(&[][..], |r| &r[..]);
-            let mut found = Vec::with_capacity(rows.len());
-            for r in rows {
-                match r[..] {
-                    [Some(s), Some(d), Some(t)] => found.push((s, d, t)),
-                    _ => return Err(self.fail(StoreError::database(std::io::Error::other("unreadable edges")))),
-                }
+            let results = self.guard(|c| c.int_results(&sql))?;
+            if read_counts {
+                let b = results.get(3).map_or(Ok(Counts::default()), counts_of).map_err(|e| self.fail(e))?;
+                self.counts.entry(src).or_default().0 = Some(b);
             }
-            // A direction this transaction already knows stays as it knows it: it may have written
-            // it (a pending row the table does not show yet).
-            for (s, d, t) in found {
-                self.edges.entry((s, d)).or_insert(Some(t));
+            let mut found = Vec::new();
+            for r in results.get(1).map_or(&[][..], |r| &r[..]) {
+                let &[Some(s), Some(d), Some(t)] = &r[..] else {
+                    return Err(self.fail(StoreError::database(std::io::Error::other("unreadable edges"))));
+                };
+                found.push((s, d, t));
             }
-            for &d in &unknown {
-                self.edges.entry((src, d)).or_insert(None);
-                self.edges.entry((d, src)).or_insert(None);
-            }
+            found
+        };
+        // A direction this transaction already knows stays as it knows it: it may have written it
+        // (a pending row the table does not show yet).
+        for (s, d, t) in found {
+            self.edges.entry((s, d)).or_insert(Some(t));
         }
-        if read_counts {
-            let b = results.nth(1).map_or(Ok(Counts::default()), counts_of).map_err(|e| self.fail(e))?;
-            self.counts.entry(src).or_default().0 = Some(b);
+        for &d in &unknown {
+            self.edges.entry((src, d)).or_insert(None);
+            self.edges.entry((d, src)).or_insert(None);
         }
         Ok(())
     }
