@@ -294,6 +294,12 @@ pub trait WriteTx {
     fn prefetch(&mut self, _app: AppId, _from: &UserId, _targets: &[UserId]) -> StoreResult<()> {
         Ok(())
     }
+    /// [`WriteTx::prefetch`] for a follow (`follow_add`), which reads the follower's counters (and
+    /// may lock them, see [`WriteTx::counts`]) as soon as it adds an edge: a backend may read them
+    /// with the rest. Changes nothing the rules see; the default is [`WriteTx::prefetch`].
+    fn prefetch_add(&mut self, app: AppId, from: &UserId, targets: &[UserId]) -> StoreResult<()> {
+        self.prefetch(app, from, targets)
+    }
     /// Marks edge `src → dst` as named by bulk-import run `run` (`replace` mode; see [`bulk`]).
     /// Marking twice is harmless.
     fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()>;

@@ -80,7 +80,15 @@ fn over(limit: Option<i64>, current: i64) -> bool {
 
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.
 pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
-    tx.prefetch(cx.app, from, targets)?;
+    // The follower's counters are read (and, on PostgreSQL, its row locked) only when a limit looks
+    // at them, as the followee's below: without one nothing can race, the counters being changed by
+    // deltas only.
+    let from_limited = cx.limits.max_following.is_some() || cx.limits.max_mutual.is_some();
+    if from_limited {
+        tx.prefetch_add(cx.app, from, targets)?;
+    } else {
+        tx.prefetch(cx.app, from, targets)?;
+    }
     let src = require(tx, cx.app, from)?;
     // The limits count edges as if those of accounts being deleted were already gone.
     let deleting = tx.deleting(cx.app)?;
@@ -102,7 +110,7 @@ pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, target
         // The followee's counters are read only when a limit looks at them: a backend may lock
         // what it reads for a limit (PostgreSQL does), and a celebrity's row must not become the
         // lock every follower of it waits for when no limit needs it.
-        let from_counts = counts(tx, src, &deleting)?;
+        let from_counts = if from_limited { counts(tx, src, &deleting)? } else { Counts::default() };
         let to_counts = if cx.limits.max_followers.is_some() || cx.limits.max_mutual.is_some() {
             counts(tx, dst, &deleting)?
         } else {

@@ -279,3 +279,153 @@ async fn two_nodes_finishing_one_deletion_remove_each_edge_once() {
         tokio::task::spawn_blocking(move || n.close()).await.unwrap();
     }
 }
+
+/// The counters, edges and mutual rows of `u0..users` as the database holds them:
+/// `(user, followers, following, mutual)` (deltas included) and the edge and mutual rows by name.
+#[allow(clippy::type_complexity)]
+fn stored_graph(db: &crate::pg::TestDb) -> (Vec<(String, i64, i64, i64)>, Vec<(String, String, i64)>, Vec<(String, String, i64)>) {
+    db.with(|c| {
+        let counts = c
+            .query(
+                "SELECT a.user_id, (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
+                 (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id \
+                 WHERE NOT a.deleted GROUP BY a.id ORDER BY a.user_id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let mut pairs = |table: &str, x: &str, y: &str| -> Vec<(String, String, i64)> {
+            c.query(
+                &format!(
+                    "SELECT s.user_id, d.user_id, e.t FROM {table} e JOIN accounts s ON s.id = e.{x} JOIN accounts d ON d.id = e.{y} \
+                     ORDER BY 1, 2"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+        };
+        let edges = pairs("edges", "src", "dst");
+        let mutual = pairs("mutual", "a", "b");
+        (counts, edges, mutual)
+    })
+}
+
+/// The writer keeps a batch's edge, mutual and mark rows back and sends them as one statement each:
+/// a later step of the same transaction that reads them from the table (an account's deletion lists
+/// its edges; the bulk sweep lists edges and marks) must still find them, and an edge removed and
+/// added again in one transaction (so its mutual rows too) must end with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_transaction_keeps_back_are_seen_by_its_own_later_reads() {
+    use followd_graph::deletion;
+    let Some(url) = crate::pg::url("rows_a_transaction_keeps_back_are_seen_by_its_own_later_reads") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let store = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..6).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*store, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    // Committed before: u4 and u5 follow each other.
+    followd_graph::write(&*store, |tx| {
+        write::follow_add(tx, &cx(None), &user(4), &[user(5)])?;
+        write::follow_add(tx, &cx(None), &user(5), &[user(4)])
+    })
+    .await
+    .unwrap();
+    let (_, before, _) = stored_graph(&db);
+    let old_key = before.iter().find(|e| e.0 == "u4" && e.1 == "u5").unwrap().2;
+
+    // One transaction: follows of u0 (one of them mutual), then u0's deletion with room to finish at
+    // once, which removes them only if it sees them; u4 unfollows u5 and follows it again.
+    let deleted = followd_graph::write(&*store, |tx| {
+        write::follow_add(tx, &cx(None), &user(1), &[user(0)])?;
+        write::follow_add(tx, &cx(None), &user(2), &[user(0), user(3)])?;
+        write::follow_add(tx, &cx(None), &user(0), &[user(1), user(3)])?;
+        let d = deletion::delete_accounts(tx, &cx(None), &[user(0)], 1000)?;
+        write::follow_delete(tx, &cx(None), &user(4), &[user(5)])?;
+        write::follow_add(tx, &cx(None), &user(4), &[user(5)])?;
+        Ok(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!((deleted.removed, deleted.unfinished), (4, 0), "{deleted:?}");
+    let (counts, edges, mutual) = stored_graph(&db);
+    let names = |v: &[(String, String, i64)]| v.iter().map(|e| (e.0.clone(), e.1.clone())).collect::<Vec<_>>();
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(names(&edges), vec![pair("u2", "u3"), pair("u4", "u5"), pair("u5", "u4")]);
+    assert_eq!(names(&mutual), vec![pair("u4", "u5"), pair("u5", "u4")]);
+    let new_key = edges.iter().find(|e| e.0 == "u4" && e.1 == "u5").unwrap().2;
+    assert!(new_key > old_key, "the edge removed and added again keeps its old key {old_key}");
+    assert!(mutual.iter().all(|m| m.2 == new_key), "the mutual rows do not carry the new key {new_key}: {mutual:?}");
+    let c = |u: &str| counts.iter().find(|c| c.0 == u).map(|c| (c.1, c.2, c.3)).unwrap();
+    assert_eq!([c("u1"), c("u2"), c("u3"), c("u4"), c("u5")], [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 1), (1, 1, 1)]);
+    assert!(counts.iter().all(|c| c.0 != "u0"), "u0 was not removed: {counts:?}");
+
+    // The bulk sweep in the transaction that marks: the marked edge is not listed as unmarked, the
+    // new unmarked one is.
+    let unmarked = followd_graph::write(&*store, |tx| {
+        write::follow_add(tx, &cx(None), &user(3), &[user(2)])?;
+        let (u4, u5) = (tx.lookup(APP, &user(4))?.unwrap(), tx.lookup(APP, &user(5))?.unwrap());
+        tx.bulk_mark(77, u4, u5)?;
+        let marked = tx.bulk_has_marks(77)?;
+        let (_, rows) = tx.bulk_unmarked(APP, 77, None, 100)?;
+        let mut names = Vec::new();
+        for (s, d, _) in rows {
+            names.push((tx.user_id(s)?.to_string(), tx.user_id(d)?.to_string()));
+        }
+        tx.bulk_forget(77, 100)?;
+        Ok((marked, names))
+    })
+    .await
+    .unwrap();
+    assert!(unmarked.0, "the mark made in this transaction is not seen");
+    assert_eq!(unmarked.1, vec![pair("u2", "u3"), pair("u3", "u2"), pair("u5", "u4")]);
+    tokio::task::spawn_blocking(move || store.close()).await.unwrap();
+}
+
+/// A row kept back fails only when the batch's rows are sent: then the batch fails as a failed
+/// statement always failed it (a database error answered, nothing of the transaction applied, no
+/// retry of an error a retry cannot cure), and the writer goes on with the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_back_row_that_fails_when_sent_fails_its_batch_cleanly() {
+    use followd_graph::{GraphError, StoreError};
+    let Some(url) = crate::pg::url("a_kept_back_row_that_fails_when_sent_fails_its_batch_cleanly") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let store = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..4).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*store, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    followd_graph::write(&*store, |tx| write::follow_add(tx, &cx(None), &user(1), &[user(0)])).await.unwrap();
+    let before = stored_graph(&db);
+
+    // A good follow, then an insert of an edge the table already holds (the rules never make one:
+    // it stands for a row that another writer stored first).
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = runs.clone();
+    let err = followd_graph::write(&*store, move |tx| {
+        r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = write::follow_add(tx, &cx(None), &user(2), &[user(3), user(0)])?;
+        let (u1, u0) = (tx.lookup(APP, &user(1))?.unwrap(), tx.lookup(APP, &user(0))?.unwrap());
+        let key = tx.next_key();
+        tx.insert_edge(u1, u0, key)?;
+        Ok(out)
+    })
+    .await
+    .expect_err("a duplicate edge must fail its transaction");
+    let GraphError::Store(StoreError::Database(e)) = &err else { panic!("not a database error: {err:?}") };
+    let code = e.downcast_ref::<postgres::Error>().and_then(|e| e.code()).cloned();
+    assert_eq!(code, Some(postgres::error::SqlState::UNIQUE_VIOLATION), "{err:?}");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 1, "a unique violation is not retried");
+    assert_eq!(stored_graph(&db), before, "something of the failed transaction was applied");
+    let events: i64 = db.with(|c| c.query_one("SELECT count(*) FROM events", &[]).unwrap().get(0));
+    let first_events = events;
+
+    // The writer goes on: the same follow alone commits, with its event.
+    followd_graph::write(&*store, |tx| write::follow_add(tx, &cx(None), &user(2), &[user(3), user(0)])).await.unwrap();
+    let (_, edges, _) = stored_graph(&db);
+    assert_eq!(edges.len(), 3, "{edges:?}");
+    let events: i64 = db.with(|c| c.query_one("SELECT count(*) FROM events", &[]).unwrap().get(0));
+    assert_eq!(events, first_events + 1);
+    tokio::task::spawn_blocking(move || store.close()).await.unwrap();
+}

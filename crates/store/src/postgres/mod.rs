@@ -74,6 +74,23 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// The rows of one statement of [`Conn::int_results`].
+type IntRows = Vec<Vec<Option<i64>>>;
+
+/// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
+fn lock_and_count(uid: Uid) -> String {
+    format!("SELECT 1 FROM accounts WHERE id = {uid} FOR UPDATE; {}", COUNTS.replace("$1", &uid.to_string()))
+}
+
+/// Reads the counters of [`COUNTS`] from a row of [`Conn::int_results`] (none: no such account).
+fn counts_of(rows: &IntRows) -> StoreResult<Counts> {
+    match rows.first().map(|r| &r[..]) {
+        None => Ok(Counts::default()),
+        Some(&[Some(followers), Some(following), Some(mutual)]) => Ok(Counts { followers, following, mutual }),
+        Some(_) => Err(StoreError::database(std::io::Error::other("unreadable counters"))),
+    }
+}
+
 /// A connection with its prepared statements.
 pub struct Conn {
     client: Client,
@@ -114,6 +131,25 @@ impl Conn {
     fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
         let st = self.prepare(sql)?;
         self.client.execute(&st, params)
+    }
+
+    /// Runs `sql`, several statements, in one round trip (the simple query protocol) and returns the
+    /// rows of each statement, values as integers. In `READ COMMITTED` each statement takes a
+    /// snapshot of its own when it starts, so a statement that follows a lock sees what the lock
+    /// waited for, as when they are sent one by one. Only for SQL whose values are integers written
+    /// in by this module (nothing a client sent is ever spliced into it).
+    fn int_results(&mut self, sql: &str) -> Result<Vec<IntRows>, postgres::Error> {
+        let (mut done, mut current) = (Vec::new(), Vec::new());
+        for m in self.client.simple_query(sql)? {
+            match m {
+                postgres::SimpleQueryMessage::Row(r) => {
+                    current.push((0..r.len()).map(|i| r.get(i).and_then(|v| v.parse().ok())).collect());
+                }
+                postgres::SimpleQueryMessage::CommandComplete(_) => done.push(std::mem::take(&mut current)),
+                _ => {}
+            }
+        }
+        Ok(done)
     }
 
     /// The raw client, for tools and tests.
@@ -323,6 +359,21 @@ impl PgStore {
     }
 }
 
+/// The accounts named `$2` in app `$1` (one of them `$3`, the follower), and for each the advisory
+/// lock key of its pair with the follower (`NULL` for the follower), computed as [`pair_key`] does
+/// (the product wraps at 64 bits in `numeric`), with every such lock taken by the same statement, in
+/// key order. One statement: the ids it locks are the ids it returns.
+const PREFETCH_ACCOUNTS: &str =
+    "WITH acc AS MATERIALIZED (SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted), \
+     p AS MATERIALIZED (SELECT d.id, ((CASE WHEN m.v >= 9223372036854775808 THEN m.v - 18446744073709551616 ELSE m.v END)::bigint \
+             # greatest(s.id, d.id)) AS k \
+         FROM acc s JOIN acc d ON d.id <> s.id \
+         CROSS JOIN LATERAL (SELECT mod(mod(least(s.id, d.id)::numeric * -7046029254386353131, 18446744073709551616) \
+             + 18446744073709551616, 18446744073709551616) AS v) m \
+         WHERE s.user_id = $3), \
+     l AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM (SELECT DISTINCT k FROM p ORDER BY k) x) \
+     SELECT acc.id, acc.user_id, p.k FROM acc LEFT JOIN p ON p.id = acc.id CROSS JOIN l";
+
 /// The advisory lock key of the unordered pair `{a, b}`.
 fn pair_key(a: Uid, b: Uid) -> i64 {
     let (lo, hi) = (a.min(b), a.max(b));
@@ -351,8 +402,14 @@ pub fn fold_counts(c: &mut Conn) -> Result<u64, postgres::Error> {
     if !leader {
         return Ok(0);
     }
+    // Only the accounts whose rows it can lock at once: the fold never waits for a writer (which
+    // holds the row locks of the followers whose limits it checks, in its own order), so the two
+    // cannot deadlock and make PostgreSQL abort the writer's batch; the deltas of a locked account
+    // wait for the next fold. Deltas whose account is gone are dropped.
     let n = tx.execute(
-        "WITH d AS (DELETE FROM count_deltas RETURNING uid, followers, following, mutual), \
+        "WITH l AS (SELECT a.id FROM accounts a WHERE a.id IN (SELECT uid FROM count_deltas) FOR UPDATE OF a SKIP LOCKED), \
+              d AS (DELETE FROM count_deltas c WHERE c.uid IN (SELECT id FROM l) OR NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = c.uid) \
+                    RETURNING uid, followers, following, mutual), \
               s AS (SELECT uid, sum(followers) AS f, sum(following) AS g, sum(mutual) AS m FROM d GROUP BY uid) \
          UPDATE accounts a SET followers = a.followers + s.f, following = a.following + s.g, mutual = a.mutual + s.m \
          FROM s WHERE a.id = s.uid",
@@ -570,7 +627,7 @@ fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Send
                     if let Err(e) = renew(c, node) {
                         tracing::warn!(error = %e, "cannot renew this node's lease");
                     }
-                    // A deadlock with a writer is harmless here: the deltas wait for the next fold.
+                    // The fold skips the rows a writer holds, so it does not deadlock with one.
                     if let Err(e) = fold_counts(c) {
                         tracing::debug!(error = %e, "counter fold skipped");
                     }
@@ -770,6 +827,8 @@ impl Writer {
             collect_changes: true,
             changes: Vec::new(),
             wake: HashSet::new(),
+            pending: Pending::default(),
+            emitted: Vec::new(),
         };
         if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
             let retry = retryable(&e);
@@ -823,6 +882,46 @@ struct PgWriteTx<'w> {
     changes: Vec<(AppId, EdgeChange)>,
     /// Nodes this transaction handed events to: told at commit.
     wake: HashSet<i64>,
+    /// Rows written by the rules but not yet sent (see [`Pending`]).
+    pending: Pending,
+    /// The webhook events of this batch, in the order the rules emitted them, stored just before
+    /// commit by [`PgWriteTx::flush_events`].
+    emitted: Vec<(NewEvent, uuid::Uuid, String)>,
+}
+
+/// What a transaction will do to one stored row (an edge) or one pair of rows (a mutual relation),
+/// against the table as it was before this transaction touched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowOp {
+    /// Not stored: to be inserted.
+    Insert { app: i64, t: TimeKey },
+    /// Stored: to be deleted.
+    Delete,
+    /// Stored: to be deleted and inserted again with another key.
+    Replace { app: i64, t: TimeKey },
+}
+
+/// Writes that no statement of the transaction reads back until they are sent: the rules' edge and
+/// mutual inserts and deletes and the bulk marks are kept here and sent as one multi-row statement
+/// each ([`PgWriteTx::flush`]) before any statement that could see them (the edge lists, the bulk
+/// sweep) and before `COMMIT`, instead of one round trip each. The pair locks are still taken where
+/// the edge is first looked at, and [`PgWriteTx::edges`] answers `edge` for every pair written here,
+/// so what the rules decide is unchanged; a statement that fails when sent (a unique violation, a
+/// deadlock) fails the batch as it did when it was sent at once.
+#[derive(Default)]
+struct Pending {
+    /// (src, dst) → the net change of that edge.
+    edges: HashMap<(Uid, Uid), RowOp>,
+    /// (lower id, higher id) → the net change of the pair's two mutual rows.
+    mutual: HashMap<(Uid, Uid), RowOp>,
+    /// (run, src, dst) of `bulk_mark`.
+    marks: HashSet<(i64, Uid, Uid)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.edges.is_empty() && self.mutual.is_empty() && self.marks.is_empty()
+    }
 }
 
 impl PgWriteTx<'_> {
@@ -843,9 +942,124 @@ impl PgWriteTx<'_> {
         e
     }
 
+    /// The failure of an earlier step, if any: after it every step fails (the transaction is lost).
+    fn check(&self) -> StoreResult<()> {
+        self.failed.as_ref().map_or(Ok(()), |e| Err(e.clone()))
+    }
+
+    /// An edge that the rules remove is gone: removed by another node since this transaction read it
+    /// in a list (a deletion job reads its edges before it holds their pairs' locks). The counters
+    /// must not be decremented twice: the transaction is run again, and then the edge is no longer
+    /// listed.
+    fn edge_gone(&mut self) -> StoreError {
+        self.retry = true;
+        self.fail(StoreError::database(std::io::Error::other(
+            "an edge was removed by another node during this transaction; running it again",
+        )))
+    }
+
+    /// Sends the pending writes ([`Pending`]): at most one statement per table and kind, rows in key
+    /// order. Deletes go before inserts, so an edge removed and added again in one batch is replaced.
+    fn flush(&mut self) -> StoreResult<()> {
+        self.check()?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut edges: Vec<((Uid, Uid), RowOp)> = pending.edges.into_iter().collect();
+        edges.sort_unstable_by_key(|e| e.0);
+        let (mut del_src, mut del_dst) = (Vec::new(), Vec::new());
+        let (mut app, mut src, mut dst, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((s, d), op) in edges {
+            if matches!(op, RowOp::Delete | RowOp::Replace { .. }) {
+                del_src.push(s);
+                del_dst.push(d);
+            }
+            if let RowOp::Insert { app: a, t: k } | RowOp::Replace { app: a, t: k } = op {
+                app.push(a);
+                src.push(s);
+                dst.push(d);
+                t.push(k);
+            }
+        }
+        if !del_src.is_empty() {
+            let n = self.guard(|c| {
+                c.execute(
+                    "DELETE FROM edges e USING unnest($1::bigint[], $2::bigint[]) AS x(s, d) WHERE e.src = x.s AND e.dst = x.d",
+                    &[&del_src, &del_dst],
+                )
+            })?;
+            if n != del_src.len() as u64 {
+                return Err(self.edge_gone());
+            }
+        }
+        if !src.is_empty() {
+            self.guard(|c| {
+                c.execute(
+                    "INSERT INTO edges(app, src, dst, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+                    &[&app, &src, &dst, &t],
+                )
+                .map(drop)
+            })?;
+        }
+        let mut mutual: Vec<((Uid, Uid), RowOp)> = pending.mutual.into_iter().collect();
+        mutual.sort_unstable_by_key(|m| m.0);
+        let (mut del_a, mut del_b) = (Vec::new(), Vec::new());
+        let (mut app, mut a, mut b, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((lo, hi), op) in mutual {
+            if matches!(op, RowOp::Delete | RowOp::Replace { .. }) {
+                del_a.extend([lo, hi]);
+                del_b.extend([hi, lo]);
+            }
+            if let RowOp::Insert { app: x, t: k } | RowOp::Replace { app: x, t: k } = op {
+                app.extend([x, x]);
+                a.extend([lo, hi]);
+                b.extend([hi, lo]);
+                t.extend([k, k]);
+            }
+        }
+        if !del_a.is_empty() {
+            // By the pair, not by the key: a key recomputed from two follow times taken on nodes with
+            // skewed clocks could name no row.
+            self.guard(|c| {
+                c.execute(
+                    "DELETE FROM mutual m USING unnest($1::bigint[], $2::bigint[]) AS x(a, b) WHERE m.a = x.a AND m.b = x.b",
+                    &[&del_a, &del_b],
+                )
+                .map(drop)
+            })?;
+        }
+        if !a.is_empty() {
+            self.guard(|c| {
+                c.execute(
+                    "INSERT INTO mutual(app, a, b, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+                    &[&app, &a, &b, &t],
+                )
+                .map(drop)
+            })?;
+        }
+        if !pending.marks.is_empty() {
+            let mut marks: Vec<(i64, Uid, Uid)> = pending.marks.into_iter().collect();
+            marks.sort_unstable();
+            let run: Vec<i64> = marks.iter().map(|m| m.0).collect();
+            let src: Vec<i64> = marks.iter().map(|m| m.1).collect();
+            let dst: Vec<i64> = marks.iter().map(|m| m.2).collect();
+            self.guard(|c| {
+                c.execute(
+                    "INSERT INTO bulk_marks(run, src, dst) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
+                    &[&run, &src, &dst],
+                )
+                .map(drop)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Writes the counter deltas as rows of `count_deltas` (folded into `accounts` later by
     /// [`fold_counts`]), in one statement; called once before commit.
     fn finish(&mut self) -> StoreResult<()> {
+        self.flush()?;
+        self.flush_events()?;
         let mut counts: Vec<(Uid, Counts)> =
             std::mem::take(&mut self.counts).into_iter().map(|(u, (_, d))| (u, d)).filter(|(_, d)| *d != Counts::default()).collect();
         if counts.is_empty() {
@@ -867,26 +1081,200 @@ impl PgWriteTx<'_> {
         })
     }
 
+    /// Stores the batch's webhook events in two statements, whatever their number: the locks of their
+    /// lanes (one per `(app, From_Account)`), in key order as adoption takes them, then the events
+    /// themselves in emit order. A lane's lock serializes the writers of one lane on every node until
+    /// they commit, so its events' ids follow their commit order and two nodes cannot both find the
+    /// lane free; the lock is taken by a statement of its own, so the insert's snapshot sees every
+    /// event committed by the transactions it waited for. Each event goes to the node owning its
+    /// lane's pending events (this one if none), and is handed to it when that is another node or
+    /// when the lane already has handed events. Events of one lane in one batch find the same owner
+    /// (the first of them would have made this node the owner of a free lane, unhanded), so the lane
+    /// is looked at once per statement.
+    fn flush_events(&mut self) -> StoreResult<()> {
+        self.check()?;
+        if self.emitted.is_empty() {
+            return Ok(());
+        }
+        let emitted = std::mem::take(&mut self.emitted);
+        let (now_ms, node) = (self.now_ms as i64, self.node);
+        let apps: Vec<i64> = emitted.iter().map(|e| e.0.app as i64).collect();
+        let froms: Vec<&str> = emitted.iter().map(|e| e.0.from.as_str()).collect();
+        self.guard(|c| {
+            c.execute(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(f, a) AS k \
+                 FROM unnest($1::bigint[], $2::text[]) AS x(a, f) ORDER BY k) s",
+                &[&apps, &froms],
+            )
+        })?;
+        let ids: Vec<&[u8]> = emitted.iter().map(|e| &e.1.as_bytes()[..]).collect();
+        let commands: Vec<&str> = emitted.iter().map(|e| e.0.command.as_str()).collect();
+        let bodies: Vec<&str> = emitted.iter().map(|e| e.2.as_str()).collect();
+        let ips: Vec<&str> = emitted.iter().map(|e| e.0.origin.client_ip.as_str()).collect();
+        let platforms: Vec<&str> = emitted.iter().map(|e| e.0.origin.platform.as_str()).collect();
+        let rows = self.guard(|c| {
+            c.query(
+                "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                            WITH ORDINALITY AS x(app, webhook_id, command, from_account, body, client_ip, platform, n)), \
+                      lane AS (SELECT l.app, l.from_account, p.node, p.handed FROM (SELECT DISTINCT app, from_account FROM x) l \
+                            LEFT JOIN LATERAL (SELECT e.node, e.handed FROM events e WHERE e.app = l.app AND e.from_account = l.from_account \
+                            AND e.state = 0 ORDER BY e.id DESC LIMIT 1) p ON true) \
+                 INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node, handed) \
+                 SELECT x.app, x.webhook_id, x.command, x.from_account, x.body, x.client_ip, x.platform, $8, $8, $8, \
+                        COALESCE(lane.node, $9), COALESCE(lane.node <> $9 OR lane.handed, false) \
+                 FROM x JOIN lane ON lane.app = x.app AND lane.from_account = x.from_account ORDER BY x.n \
+                 RETURNING id, webhook_id, node, handed",
+                &[&apps, &ids, &commands, &froms, &bodies, &ips, &platforms, &now_ms, &node],
+            )
+        })?;
+        let mut stored: HashMap<Vec<u8>, (i64, i64, bool)> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            stored.insert(r.get(1), (r.get(0), r.get(2), r.get(3)));
+        }
+        for (ev, uuid, body) in emitted {
+            let Some(&(id, owner, handed)) = stored.get(&uuid.as_bytes()[..]) else {
+                return Err(self.fail(StoreError::database(std::io::Error::other("an event was not stored"))));
+            };
+            if handed {
+                // Its owner takes it when told (NOTIFY at commit) or at its next heartbeat.
+                self.wake.insert(owner);
+            } else {
+                self.events.push(StoredEvent::committed(id, uuid, ev, body, now_ms));
+            }
+        }
+        Ok(())
+    }
+
     /// Tells the other nodes about this transaction's edge changes: `NOTIFY` is delivered on commit
     /// only, in commit order, to every node listening (this one skips its own).
     fn notify_changes(&mut self) -> StoreResult<()> {
-        let wake: Vec<String> = self.wake.iter().map(|n| n.to_string()).collect();
-        self.guard(|c| {
-            for n in &wake {
-                c.execute("SELECT pg_notify('followd_handed', $1)", &[n])?;
-            }
-            Ok(())
-        })?;
-        if self.changes.is_empty() {
+        // One statement for every notification, in this order (they are delivered in it).
+        let mut wake: Vec<i64> = self.wake.iter().copied().collect();
+        wake.sort_unstable();
+        let mut channels: Vec<&str> = vec![HANDED_CHANNEL; wake.len()];
+        let mut payloads: Vec<String> = wake.iter().map(|n| n.to_string()).collect();
+        if !self.changes.is_empty() {
+            let changes = encode_changes(self.node, &self.changes);
+            channels.extend(std::iter::repeat_n(CHANGES_CHANNEL, changes.len()));
+            payloads.extend(changes);
+        }
+        if channels.is_empty() {
             return Ok(());
         }
-        let payloads = encode_changes(self.node, &self.changes);
-        self.guard(|c| {
-            for p in &payloads {
-                c.execute("SELECT pg_notify('followd_changes', $1)", &[p])?;
+        self.guard(|c| c.execute("SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS x(c, p)", &[&channels, &payloads]))
+            .map(drop)
+    }
+
+    /// `prefetch` in two statements when no limit reads the follower's counters: (1) the accounts,
+    /// and the locks of the pairs of `from` with each target found, taken by the same statement in
+    /// key order (two nodes locking overlapping sets this way wait for each other instead of
+    /// deadlocking); (2) both directions of every pair, read after the locks so that they are
+    /// current. For a follow whose limits read the follower's counters (`counts`), (2) also takes
+    /// the follower's row lock and then reads its counters, as [`WriteTx::counts`] does, each read a
+    /// statement of its own after the lock it needs, sent in one round trip.
+    fn prefetch_pairs(&mut self, app: AppId, from: &UserId, targets: &[UserId], counts: bool) -> StoreResult<()> {
+        let mut names: Vec<&str> = std::iter::once(from).chain(targets).map(UserId::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let a = app as i64;
+        let rows = self.guard(|c| c.query(PREFETCH_ACCOUNTS, &[&a, &names, &from.as_str()]))?;
+        let mut fresh_src = None;
+        let mut sql_locked = Vec::new();
+        for r in rows {
+            let (id, name, key): (Uid, &str, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+            let user = parse_user(name).map_err(|e| self.fail(e))?;
+            if user == *from {
+                fresh_src = Some(id);
             }
-            Ok(())
-        })
+            if let Some(k) = key {
+                sql_locked.push((id, k));
+            }
+            // What this transaction looked up before stays as it saw it.
+            if !self.ids.contains_key(&(app, user.clone())) {
+                self.remember(app, &user, id);
+            }
+        }
+        let Some(&src) = self.ids.get(&(app, from.clone())) else { return Ok(()) };
+        // The pairs whose lock this call took first: their edges are read below.
+        let mut newly: Vec<Uid> = Vec::new();
+        if fresh_src == Some(src) {
+            for (d, k) in sql_locked {
+                if k != pair_key(src, d) {
+                    // Never: the statement computes `pair_key`. Should it differ, the pair is locked
+                    // below by its key, as every other step locks it.
+                    debug_assert!(false, "the SQL pair key of ({src}, {d}) is {k}, not {}", pair_key(src, d));
+                    tracing::error!(src, dst = d, "the SQL pair key differs from pair_key");
+                    continue;
+                }
+                if self.locked_pairs.insert((src.min(d), src.max(d))) {
+                    newly.push(d);
+                }
+            }
+        }
+        // Targets this transaction knew under other ids than the statement found (another node
+        // deleted or imported them meanwhile): their pairs are locked by key.
+        let mut dsts: Vec<Uid> = targets.iter().filter_map(|t| self.ids.get(&(app, t.clone())).copied()).filter(|&d| d != src).collect();
+        dsts.sort_unstable();
+        dsts.dedup();
+        let mut keys = Vec::new();
+        for d in dsts {
+            if self.locked_pairs.insert((src.min(d), src.max(d))) {
+                keys.push(pair_key(src, d));
+                newly.push(d);
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        newly.sort_unstable();
+        newly.dedup();
+        let unknown: Vec<Uid> =
+            newly.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
+        let read_counts = counts && self.counts.get(&src).is_none_or(|c| c.0.is_none());
+        let found: Vec<(Uid, Uid, TimeKey)> = if keys.is_empty() && !read_counts {
+            if unknown.is_empty() {
+                return Ok(());
+            }
+            // The usual case: one prepared statement.
+            let rows = self.guard(|c| {
+                c.query(
+                    "SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst = $1 AND src = ANY($2))",
+                    &[&src, &unknown],
+                )
+            })?;
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        } else {
+            let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; \
+                 SELECT src, dst, t FROM edges WHERE (src = {src} AND dst = ANY('{{{u}}}'::bigint[])) OR (dst = {src} AND src = ANY('{{{u}}}'::bigint[])); {}",
+                list(&keys),
+                if read_counts { lock_and_count(src) } else { String::new() },
+                u = list(&unknown),
+            );
+            let results = self.guard(|c| c.int_results(&sql))?;
+            if read_counts {
+                let b = results.get(3).map_or(Ok(Counts::default()), counts_of).map_err(|e| self.fail(e))?;
+                self.counts.entry(src).or_default().0 = Some(b);
+            }
+            let mut found = Vec::new();
+            for r in results.get(1).map_or(&[][..], |r| &r[..]) {
+                let &[Some(s), Some(d), Some(t)] = &r[..] else {
+                    return Err(self.fail(StoreError::database(std::io::Error::other("unreadable edges"))));
+                };
+                found.push((s, d, t));
+            }
+            found
+        };
+        // A direction this transaction already knows stays as it knows it: it may have written it
+        // (a pending row the table does not show yet).
+        for (s, d, t) in found {
+            self.edges.entry((s, d)).or_insert(Some(t));
+        }
+        for &d in &unknown {
+            self.edges.entry((src, d)).or_insert(None);
+            self.edges.entry((d, src)).or_insert(None);
+        }
+        Ok(())
     }
 
     fn app_of(&mut self, uid: Uid) -> StoreResult<i64> {
@@ -1059,54 +1447,65 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn prefetch(&mut self, app: AppId, from: &UserId, targets: &[UserId]) -> StoreResult<()> {
-        // 1. The accounts, in one statement.
-        let mut names: Vec<&str> =
-            std::iter::once(from).chain(targets).filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).map(UserId::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        if !names.is_empty() {
-            let a = app as i64;
-            let rows = self.guard(|c| {
-                c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &names])
-            })?;
-            for r in rows {
-                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
-                self.remember(app, &user, r.get(0));
+        self.prefetch_pairs(app, from, targets, false)
+    }
+
+    fn prefetch_add(&mut self, app: AppId, from: &UserId, targets: &[UserId]) -> StoreResult<()> {
+        self.prefetch_pairs(app, from, targets, true)
+    }
+
+    fn edge_keys(&mut self, pairs: &[(Uid, Uid)]) -> StoreResult<Vec<Option<TimeKey>>> {
+        // The pairs this transaction has not looked at: their locks in key order (as `prefetch`),
+        // then both directions of each, read after the locks, in a statement of its own sent in the
+        // same round trip; `edge` then answers them all.
+        let mut unknown: Vec<(Uid, Uid)> =
+            pairs.iter().filter(|p| !self.edges.contains_key(p)).map(|&(s, d)| (s.min(d), s.max(d))).collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            let mut keys: Vec<i64> = unknown.iter().filter(|&&p| self.locked_pairs.insert(p)).map(|&(a, b)| pair_key(a, b)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let src: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [a, b]).collect();
+            let dst: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [b, a]).collect();
+            let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; \
+                 SELECT e.src, e.dst, e.t FROM edges e JOIN unnest('{{{}}}'::bigint[], '{{{}}}'::bigint[]) AS x(s, d) ON e.src = x.s AND e.dst = x.d",
+                list(&keys),
+                list(&src),
+                list(&dst),
+            );
+            let results = self.guard(|c| c.int_results(&sql))?;
+            for r in results.get(1).map_or(&[][..], |r| &r[..]) {
+                let &[Some(s), Some(d), Some(t)] = &r[..] else {
+                    return Err(self.fail(StoreError::database(std::io::Error::other("unreadable edges"))));
+                };
+                self.edges.entry((s, d)).or_insert(Some(t));
+            }
+            for (s, d) in src.into_iter().zip(dst) {
+                self.edges.entry((s, d)).or_insert(None);
             }
         }
-        let Some(&src) = self.ids.get(&(app, from.clone())) else { return Ok(()) };
-        // 2. The pairs' locks, in one statement and in key order (two nodes locking overlapping
-        //    sets this way wait for each other instead of deadlocking).
-        let mut dsts: Vec<Uid> = targets.iter().filter_map(|t| self.ids.get(&(app, t.clone())).copied()).filter(|&d| d != src).collect();
-        dsts.sort_unstable();
-        dsts.dedup();
-        let mut keys: Vec<i64> =
-            dsts.iter().filter(|&&d| self.locked_pairs.insert((src.min(d), src.max(d)))).map(|&d| pair_key(src, d)).collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        self.guard(|c| c.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", &[&keys]))?;
-        // 3. Both directions of every pair, read after the locks so that they are current.
-        let unknown: Vec<Uid> =
-            dsts.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
-        let rows = self.guard(|c| {
-            c.query("SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst = $1 AND src = ANY($2))", &[&src, &unknown])
-        })?;
-        for &d in &unknown {
-            self.edges.entry((src, d)).or_insert(None);
-            self.edges.entry((d, src)).or_insert(None);
-        }
-        for r in rows {
-            self.edges.insert((r.get(0), r.get(1)), Some(r.get(2)));
-        }
-        Ok(())
+        pairs.iter().map(|&(s, d)| self.edge(s, d)).collect()
     }
 
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
         let app = self.app_of(src)?;
-        self.guard(|c| c.execute("INSERT INTO edges(app, src, dst, t) VALUES ($1, $2, $3, $4)", &[&app, &src, &dst, &key]).map(drop))?;
+        self.check()?;
+        let op = match self.pending.edges.get(&(src, dst)) {
+            None => RowOp::Insert { app, t: key },
+            Some(RowOp::Delete) => RowOp::Replace { app, t: key },
+            Some(_) => {
+                // Added twice by this transaction (the rules never do): sent at once, it fails on
+                // the key as it always did.
+                self.flush()?;
+                self.guard(|c| c.execute("INSERT INTO edges(app, src, dst, t) VALUES ($1, $2, $3, $4)", &[&app, &src, &dst, &key]))?;
+                self.edges.insert((src, dst), Some(key));
+                return Ok(());
+            }
+        };
+        self.pending.edges.insert((src, dst), op);
         self.edges.insert((src, dst), Some(key));
         Ok(())
     }
@@ -1122,16 +1521,21 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn delete_edge(&mut self, src: Uid, dst: Uid) -> StoreResult<()> {
-        let n = self.guard(|c| c.execute("DELETE FROM edges WHERE src = $1 AND dst = $2", &[&src, &dst]))?;
-        if n == 0 {
-            // The rules remove only an edge they saw, but a deletion job saw it in a list read before
-            // it held the pair's lock: another node removed it since (its own job, or an unfollow).
-            // The counters must not be decremented twice: the transaction is run again, and then
-            // the edge is no longer listed.
-            self.retry = true;
-            return Err(self.fail(StoreError::database(std::io::Error::other(
-                "an edge was removed by another node during this transaction; running it again",
-            ))));
+        self.check()?;
+        // The rules remove only an edge they saw, but a deletion job saw it in a list read before
+        // it held the pair's lock: the flush checks that every removed edge was still stored.
+        match self.pending.edges.get(&(src, dst)).copied() {
+            None => {
+                self.pending.edges.insert((src, dst), RowOp::Delete);
+            }
+            Some(RowOp::Insert { .. }) => {
+                self.pending.edges.remove(&(src, dst));
+            }
+            Some(RowOp::Replace { .. }) => {
+                self.pending.edges.insert((src, dst), RowOp::Delete);
+            }
+            // Removed twice: the second `DELETE` would have found nothing.
+            Some(RowOp::Delete) => return Err(self.edge_gone()),
         }
         self.edges.insert((src, dst), None);
         Ok(())
@@ -1139,19 +1543,41 @@ impl WriteTx for PgWriteTx<'_> {
 
     fn insert_mutual(&mut self, a: Uid, b: Uid, key: TimeKey) -> StoreResult<()> {
         let app = self.app_of(a)?;
-        self.guard(|c| {
-            c.execute("INSERT INTO mutual(app, a, b, t) VALUES ($1, $2, $3, $4), ($1, $3, $2, $4)", &[&app, &a, &b, &key]).map(drop)
-        })
+        self.check()?;
+        let pair = (a.min(b), a.max(b));
+        let op = match self.pending.mutual.get(&pair) {
+            None => RowOp::Insert { app, t: key },
+            Some(RowOp::Delete) => RowOp::Replace { app, t: key },
+            Some(_) => {
+                // Recorded twice by this transaction (the rules never do): fails on the key.
+                self.flush()?;
+                return self.guard(|c| {
+                    c.execute("INSERT INTO mutual(app, a, b, t) VALUES ($1, $2, $3, $4), ($1, $3, $2, $4)", &[&app, &a, &b, &key]).map(drop)
+                });
+            }
+        };
+        self.pending.mutual.insert(pair, op);
+        Ok(())
     }
 
     fn delete_mutual(&mut self, a: Uid, b: Uid, _key: TimeKey) -> StoreResult<()> {
-        // By the pair, not by the key: a key recomputed from two follow times taken on nodes with
-        // skewed clocks could name no row.
-        self.guard(|c| c.execute("DELETE FROM mutual WHERE (a = $1 AND b = $2) OR (a = $2 AND b = $1)", &[&a, &b]).map(drop))
+        // By the pair, not by the key (see `flush`).
+        self.check()?;
+        let pair = (a.min(b), a.max(b));
+        match self.pending.mutual.get(&pair).copied() {
+            Some(RowOp::Insert { .. }) => {
+                self.pending.mutual.remove(&pair);
+            }
+            _ => {
+                self.pending.mutual.insert(pair, RowOp::Delete);
+            }
+        }
+        Ok(())
     }
 
     fn out_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.flush()?;
         self.guard(|c| {
             Ok(c.query("SELECT dst, t FROM edges WHERE src = $1 ORDER BY dst LIMIT $2", &[&uid, &limit])?
                 .iter()
@@ -1162,6 +1588,7 @@ impl WriteTx for PgWriteTx<'_> {
 
     fn in_edges(&mut self, uid: Uid, limit: usize) -> StoreResult<Vec<(Uid, TimeKey)>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.flush()?;
         self.guard(|c| {
             Ok(c.query("SELECT src, t FROM edges WHERE dst = $1 ORDER BY t, src LIMIT $2", &[&uid, &limit])?
                 .iter()
@@ -1177,15 +1604,10 @@ impl WriteTx for PgWriteTx<'_> {
             None => {
                 // Lock first, then read in a statement of its own: its fresh snapshot sees every
                 // delta committed by the transactions this lock waited for. A limit checked on these
-                // counters holds until this transaction commits.
-                let b = self.guard(|c| {
-                    c.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&uid])?;
-                    Ok(c.query_opt(COUNTS, &[&uid])?.map_or(Counts::default(), |r| Counts {
-                        followers: r.get(0),
-                        following: r.get(1),
-                        mutual: r.get(2),
-                    }))
-                })?;
+                // counters holds until this transaction commits. Both in one round trip.
+                let sql = lock_and_count(uid);
+                let results = self.guard(|c| c.int_results(&sql))?;
+                let b = results.get(1).map_or(Ok(Counts::default()), counts_of).map_err(|e| self.fail(e))?;
                 self.counts.insert(uid, (Some(b), d));
                 b
             }
@@ -1207,41 +1629,11 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn emit(&mut self, ev: NewEvent) -> StoreResult<()> {
+        self.check()?;
         let body = webhook::body(ev.command, ev.from.as_str(), &ev.targets, self.now_ms);
-        let now_ms = self.now_ms as i64;
         let uuid = uuid::Builder::from_unix_timestamp_millis(self.now_ms, &rand::random::<[u8; 10]>()).into_uuid();
-        let (app, node) = (ev.app as i64, self.node);
-        // The lane's lock serializes the writers of one (app, From_Account) on every node until they
-        // commit, so its events' ids follow their commit order and two nodes cannot both find the lane
-        // free. The event goes to the node owning the lane's pending events (this one if none), and
-        // is handed to it when that is another node or when the lane already has handed events.
-        self.guard(|c| c.execute("SELECT pg_advisory_xact_lock(hashtextextended($2, $1))", &[&app, &ev.from.as_str()]))?;
-        let (id, owner, handed): (i64, i64, bool) = self.guard(|c| {
-            Ok(c.query_opt(
-                "WITH lane AS (SELECT node, handed FROM events WHERE app = $1 AND from_account = $4 AND state = 0 ORDER BY id DESC LIMIT 1) \
-                 INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node, handed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, COALESCE((SELECT node FROM lane), $9), \
-                 COALESCE((SELECT node <> $9 OR handed FROM lane), false)) RETURNING id, node, handed",
-                &[
-                    &app,
-                    &&uuid.as_bytes()[..],
-                    &ev.command.as_str(),
-                    &ev.from.as_str(),
-                    &body,
-                    &ev.origin.client_ip,
-                    &ev.origin.platform.as_str(),
-                    &now_ms,
-                    &node,
-                ],
-            )?
-            .map_or((0, node, false), |r| (r.get(0), r.get(1), r.get(2))))
-        })?;
-        if handed {
-            // Its owner takes it when told (NOTIFY at commit) or at its next heartbeat.
-            self.wake.insert(owner);
-            return Ok(());
-        }
-        self.events.push(StoredEvent::committed(id, uuid, ev, body, now_ms));
+        // Stored with the batch's other events just before commit (`flush_events`).
+        self.emitted.push((ev, uuid, body));
         Ok(())
     }
 
@@ -1252,9 +1644,9 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn bulk_mark(&mut self, run: i64, src: Uid, dst: Uid) -> StoreResult<()> {
-        self.guard(|c| {
-            c.execute("INSERT INTO bulk_marks(run, src, dst) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &[&run, &src, &dst]).map(drop)
-        })
+        self.check()?;
+        self.pending.marks.insert((run, src, dst));
+        Ok(())
     }
 
     fn bulk_unmarked(
@@ -1266,6 +1658,7 @@ impl WriteTx for PgWriteTx<'_> {
     ) -> StoreResult<(Option<(Uid, Uid)>, Vec<(Uid, Uid, TimeKey)>)> {
         let (s0, d0) = after.unwrap_or((i64::MIN, i64::MIN));
         let (app, lim) = (app as i64, limit as i64);
+        self.flush()?;
         let rows = self.guard(|c| {
             c.query(
                 "SELECT e.src, e.dst, e.t, EXISTS (SELECT 1 FROM bulk_marks m WHERE m.run = $2 AND m.src = e.src AND m.dst = e.dst) \
@@ -1281,11 +1674,13 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn bulk_has_marks(&mut self, run: i64) -> StoreResult<bool> {
+        self.flush()?;
         self.guard(|c| Ok(c.query_opt("SELECT 1 FROM bulk_marks WHERE run = $1 LIMIT 1", &[&run])?.is_some()))
     }
 
     fn bulk_forget(&mut self, run: i64, limit: usize) -> StoreResult<u64> {
         let lim = limit as i64;
+        self.flush()?;
         self.guard(|c| {
             c.execute(
                 "DELETE FROM bulk_marks WHERE (run, src, dst) IN (SELECT run, src, dst FROM bulk_marks WHERE run = $1 LIMIT $2)",
