@@ -44,8 +44,10 @@ use tokio::sync::mpsc;
 
 use crate::sqlite::{CommitHooks, Threads};
 
-/// The most write jobs one transaction takes.
-const MAX_BATCH: usize = 1024;
+/// The most write jobs one transaction takes. Each follow of a job holds a pair's advisory lock (and
+/// each event a lane's) to COMMIT, in a lock table of 6,400 entries by default for the whole server:
+/// 128 jobs of 20 targets are about 2,700 locks, which leaves room for a second node.
+const MAX_BATCH: usize = 128;
 /// What [`Store::max_pairs_per_job`] answers: well within the default lock table (6,400 entries)
 /// shared by every connection of the server.
 const MAX_PAIRS_PER_JOB: usize = 1_000;
@@ -829,6 +831,7 @@ impl Writer {
             wake: HashSet::new(),
             pending: Pending::default(),
             emitted: Vec::new(),
+            absent: HashSet::new(),
         };
         if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
             let retry = retryable(&e);
@@ -887,6 +890,10 @@ struct PgWriteTx<'w> {
     /// The webhook events of this batch, in the order the rules emitted them, stored just before
     /// commit by [`PgWriteTx::flush_events`].
     emitted: Vec<(NewEvent, uuid::Uuid, String)>,
+    /// Names [`WriteTx::warm_ids`] found no account for in this transaction: [`WriteTx::lookup`]
+    /// answers `None` for them without a round trip (creating one goes through `upsert_account`,
+    /// whose insert finds an account another node made meanwhile).
+    absent: HashSet<(AppId, UserId)>,
 }
 
 /// What a transaction will do to one stored row (an edge) or one pair of rows (a mutual relation),
@@ -1285,6 +1292,9 @@ impl PgWriteTx<'_> {
     }
 
     fn remember(&mut self, app: AppId, user: &UserId, uid: Uid) {
+        if !self.absent.is_empty() {
+            self.absent.remove(&(app, user.clone()));
+        }
         self.ids.insert((app, user.clone()), uid);
         self.accounts.insert(uid, (app, user.clone()));
     }
@@ -1296,8 +1306,12 @@ fn parse_user(name: &str) -> StoreResult<UserId> {
 
 impl WriteTx for PgWriteTx<'_> {
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
-        if let Some(&uid) = self.ids.get(&(app, user.clone())) {
+        let key = (app, user.clone());
+        if let Some(&uid) = self.ids.get(&key) {
             return Ok(Some(uid));
+        }
+        if self.absent.contains(&key) {
+            return Ok(None);
         }
         let a = app as i64;
         let found: Option<Uid> = self.guard(|c| {
@@ -1308,6 +1322,27 @@ impl WriteTx for PgWriteTx<'_> {
             self.remember(app, user, uid);
         }
         Ok(found)
+    }
+
+    fn warm_ids(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<()> {
+        // Every name of a bulk batch in one statement (one round trip each, before).
+        let mut names: Vec<&UserId> = users.iter().copied().filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let (a, texts): (i64, Vec<&str>) = (app as i64, names.iter().map(|u| u.as_str()).collect());
+        let rows = self
+            .guard(|c| c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &texts]))?;
+        for u in names {
+            self.absent.insert((app, u.clone()));
+        }
+        for r in rows {
+            let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+            self.remember(app, &user, r.get(0));
+        }
+        Ok(())
     }
 
     fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
