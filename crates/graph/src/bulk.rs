@@ -117,7 +117,17 @@ pub fn import(
     // pass); then every reverse edge of the batch in one step, as it was before the batch. While no
     // account is being deleted nothing but this batch's own inserts changes an edge here, so the
     // reverse edge of a follow is the one read or the one the batch added before it.
-    tx.warm_ids(cx.app, &follows.iter().flat_map(|f| [&f.from, &f.to]).collect::<Vec<_>>())?;
+    let named: Vec<&UserId> = follows.iter().flat_map(|f| [&f.from, &f.to]).collect();
+    tx.warm_ids(cx.app, &named)?;
+    // The accounts that do not exist yet, in order of first appearance, created in one step.
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = Vec::new();
+    for u in named {
+        if seen.insert(u) && tx.lookup(cx.app, u)?.is_none() {
+            missing.push(u);
+        }
+    }
+    outcome.accounts_created += tx.create_accounts(cx.app, &missing)?;
     let mut uids = Vec::with_capacity(follows.len());
     for f in follows {
         let src = account(tx, cx.app, &f.from, &mut outcome)?;

@@ -260,6 +260,16 @@ pub trait WriteTx {
     fn insert_edges(&mut self, rows: &mut [(Uid, Uid, TimeKey)]) -> StoreResult<()> {
         rows.iter().try_for_each(|&(src, dst, key)| self.insert_edge(src, dst, key))
     }
+    /// Creates an account without a profile for each of `users` of `app` (distinct, in order) that
+    /// does not exist; returns how many it created. One step where [`WriteTx::upsert_account`] takes
+    /// one per account (bulk import creates up to a hundred thousand a batch).
+    fn create_accounts(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<u64> {
+        let mut created = 0;
+        for u in users {
+            created += u64::from(self.upsert_account(app, u, None, None)?.1);
+        }
+        Ok(created)
+    }
     /// A hint that the ids of `users` of `app` (in any order, repeats allowed) are about to be looked
     /// up one by one: a store may read them all at once (bulk import names up to a hundred thousand
     /// accounts a batch).

@@ -1324,6 +1324,34 @@ impl WriteTx for PgWriteTx<'_> {
         Ok(found)
     }
 
+    fn create_accounts(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let (a, texts): (i64, Vec<&str>) = (app as i64, users.iter().map(|u| u.as_str()).collect());
+        // One statement, ids in the given order; a name another node created meanwhile is skipped
+        // here (waiting on the unique index for that node's transaction) and looked up below.
+        let rows = self.guard(|c| {
+            c.query(
+                "INSERT INTO accounts(app, user_id) SELECT $1, u FROM unnest($2::text[]) WITH ORDINALITY AS x(u, n) ORDER BY n \
+                 ON CONFLICT (app, user_id) WHERE NOT deleted DO NOTHING RETURNING id, user_id",
+                &[&a, &texts],
+            )
+        })?;
+        let created = rows.len() as u64;
+        for r in rows {
+            let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+            self.remember(app, &user, r.get(0));
+        }
+        for u in users {
+            if !self.ids.contains_key(&(app, (*u).clone())) {
+                self.absent.remove(&(app, (*u).clone()));
+                self.lookup(app, u)?;
+            }
+        }
+        Ok(created)
+    }
+
     fn warm_ids(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<()> {
         // Every name of a bulk batch in one statement (one round trip each, before).
         let mut names: Vec<&UserId> = users.iter().copied().filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).collect();
