@@ -74,9 +74,14 @@ fn db(e: postgres::Error) -> StoreError {
     StoreError::database(e)
 }
 
-/// Whether running the transaction again may succeed.
+/// Whether running the transaction again may succeed: a serialization failure, a deadlock, or a full
+/// lock table (`53200`, "out of shared memory": the advisory locks of every connection share it, so
+/// a batch of many jobs, or several nodes' batches at once, can fill it; the writer then runs the
+/// batch's jobs one by one, each holding fewer locks, and backs off).
 fn retryable(e: &postgres::Error) -> bool {
-    e.code().is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::OUT_OF_MEMORY
+    })
 }
 
 fn now_micros() -> i64 {
