@@ -39,6 +39,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// A map of the writer's own (per-transaction) work, hashed with foldhash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A live account's id by name (the writer's lookups, one name or a batch's).
+const ID_BY_NAME: &str = "SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0";
+/// One edge (and the rows of a multi-row insert that do not fill a statement).
+const INSERT_EDGE: &str = "INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)";
 /// Rows of one multi-row `INSERT` of [`WriteTx::insert_edges`] (3 parameters each).
 const EDGES_PER_INSERT: usize = 64;
 static INSERT_EDGES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -794,10 +798,7 @@ impl WriteTx for SqliteWriteTx<'_> {
             return Ok(Some(id));
         }
         let found = self.guard(|tx| {
-            tx.conn
-                .prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
-                .query_row(params![app as i64, user.as_str()], |r| r.get::<_, i64>(0))
-                .optional()
+            tx.conn.prepare_cached(ID_BY_NAME)?.query_row(params![app as i64, user.as_str()], |r| r.get::<_, i64>(0)).optional()
         })?;
         if let Some(id) = found {
             self.ids.insert(app, user.clone(), id);
@@ -812,7 +813,7 @@ impl WriteTx for SqliteWriteTx<'_> {
         missing.sort_unstable();
         missing.dedup();
         let found = self.guard(|tx| {
-            let mut st = tx.conn.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?;
+            let mut st = tx.conn.prepare_cached(ID_BY_NAME)?;
             let mut found = Vec::new();
             for u in missing {
                 if let Some(id) = st.query_row(params![app as i64, u.as_str()], |r| r.get::<_, i64>(0)).optional()? {
@@ -1022,7 +1023,7 @@ impl WriteTx for SqliteWriteTx<'_> {
     }
 
     fn insert_edge(&mut self, src: Uid, dst: Uid, key: TimeKey) -> StoreResult<()> {
-        self.guard(|tx| tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?.execute([src, dst, key]).map(drop))
+        self.guard(|tx| tx.conn.prepare_cached(INSERT_EDGE)?.execute([src, dst, key]).map(drop))
     }
 
     fn insert_edges(&mut self, rows: &mut [(Uid, Uid, TimeKey)]) -> StoreResult<()> {
@@ -1037,7 +1038,7 @@ impl WriteTx for SqliteWriteTx<'_> {
                 values.extend(chunk.iter().flat_map(|&(s, d, t)| [s, d, t]));
                 many.execute(rusqlite::params_from_iter(values.iter()))?;
             }
-            let mut one = tx.conn.prepare_cached("INSERT INTO edges(src, dst, t) VALUES (?1, ?2, ?3)")?;
+            let mut one = tx.conn.prepare_cached(INSERT_EDGE)?;
             for &(s, d, t) in chunks.remainder() {
                 one.execute([s, d, t])?;
             }
@@ -1254,11 +1255,7 @@ const LIST_MUTUAL: &str = "SELECT m.b, m.t, a.user_id, a.nick, a.face_url, a.pro
 
 impl ReadView for SqliteReadView<'_> {
     fn lookup(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Uid>> {
-        self.guard(|c| {
-            c.prepare_cached("SELECT id FROM accounts WHERE app = ?1 AND user_id = ?2 AND deleted = 0")?
-                .query_row(params![app as i64, user.as_str()], |r| r.get(0))
-                .optional()
-        })
+        self.guard(|c| c.prepare_cached(ID_BY_NAME)?.query_row(params![app as i64, user.as_str()], |r| r.get(0)).optional())
     }
 
     fn profile(&mut self, app: AppId, user: &UserId) -> StoreResult<Option<Profile>> {
