@@ -383,6 +383,23 @@ pub trait ReadView {
     fn export(&mut self, app: AppId, sink: &mut dyn FnMut(ExportRow<'_>) -> bool) -> StoreResult<()>;
 }
 
+/// What a follow or unfollow job is about to read, said when it is queued ([`try_write_prefetched`]),
+/// so that a backend whose reads are round trips can read those of a whole batch of jobs together
+/// (PostgreSQL reads a batch's accounts, pairs and counters in two round trips instead of two per
+/// job). A hint only: the rules still read through [`WriteTx`], and a job whose hint names too little
+/// or too much is answered exactly as without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefetch {
+    /// The app.
+    pub app: AppId,
+    /// `From_Account`.
+    pub from: UserId,
+    /// The targets, as the request names them.
+    pub targets: Vec<UserId>,
+    /// Whether the rules read `from`'s counters (a follow under a limit that counts them).
+    pub counts: bool,
+}
+
 /// A unit of write work: runs inside the writer's transaction and returns what to do once the
 /// transaction's outcome is known (`Ok` = committed). A backend may run it again in a new transaction
 /// when the first one failed for a reason that a retry cures (a serialization failure or a deadlock
@@ -400,6 +417,11 @@ pub trait Store: Send + Sync + 'static {
     /// full (API requests: overload gets a fast answer). A job whose closure reports a store failure
     /// rolls back its whole batch.
     fn submit_write(&self, job: WriteJob) -> Result<(), StoreError>;
+    /// [`Store::submit_write`] of a job that says what it will read; the default ignores the hint.
+    fn submit_write_prefetched(&self, job: WriteJob, prefetch: Prefetch) -> Result<(), StoreError> {
+        let _ = prefetch;
+        self.submit_write(job)
+    }
     /// Queues a write job, waiting for room in the queue: for the server's own work (the delivery
     /// log, background jobs), which must not fail because API traffic filled the queue.
     fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
@@ -436,8 +458,21 @@ where
     R: Send + 'static,
     F: FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
 {
+    try_write_prefetched(store, None, f).await
+}
+
+/// [`try_write`] of a job that says what it will read (see [`Prefetch`]).
+pub async fn try_write_prefetched<S, R, F>(store: &S, prefetch: Option<Prefetch>, f: F) -> Result<R, GraphError>
+where
+    S: Store + ?Sized,
+    R: Send + 'static,
+    F: FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+{
     let (job, rx) = write_job(f);
-    store.submit_write(job)?;
+    match prefetch {
+        Some(p) => store.submit_write_prefetched(job, p)?,
+        None => store.submit_write(job)?,
+    }
     rx.await.unwrap_or_else(|_| Err(unanswered()))
 }
 

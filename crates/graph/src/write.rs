@@ -5,7 +5,7 @@
 use followd_protocol::{code, CallbackCommand, UserId};
 
 use crate::deletion::{effective_counts, supersede};
-use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Subscriptions, TimeKey, Uid, WriteTx};
+use crate::{AppId, Counts, EdgeChange, GraphError, NewEvent, Origin, Prefetch, Subscriptions, TimeKey, Uid, WriteTx};
 
 /// The most targets one webhook event lists (the REST limit of one call).
 pub const MAX_EVENT_TARGETS: usize = 20;
@@ -78,12 +78,21 @@ fn over(limit: Option<i64>, current: i64) -> bool {
     limit.is_some_and(|l| current >= l)
 }
 
+/// Whether [`follow_add`] reads the follower's counters. They are read (and, on PostgreSQL, its row
+/// locked) only when a limit looks at them, as the followee's: without one nothing can race, the
+/// counters being changed by deltas only.
+fn from_limited(limits: &Limits) -> bool {
+    limits.max_following.is_some() || limits.max_mutual.is_some()
+}
+
+/// What [`follow_add`] (`add`) or [`follow_delete`] of `from` and `targets` will read.
+pub fn prefetch(cx: &WriteContext, from: &UserId, targets: &[UserId], add: bool) -> Prefetch {
+    Prefetch { app: cx.app, from: from.clone(), targets: targets.to_vec(), counts: add && from_limited(&cx.limits) }
+}
+
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.
 pub fn follow_add(tx: &mut dyn WriteTx, cx: &WriteContext, from: &UserId, targets: &[UserId]) -> Result<Vec<ItemResult>, GraphError> {
-    // The follower's counters are read (and, on PostgreSQL, its row locked) only when a limit looks
-    // at them, as the followee's below: without one nothing can race, the counters being changed by
-    // deltas only.
-    let from_limited = cx.limits.max_following.is_some() || cx.limits.max_mutual.is_some();
+    let from_limited = from_limited(&cx.limits);
     if from_limited {
         tx.prefetch_add(cx.app, from, targets)?;
     } else {

@@ -69,7 +69,8 @@ impl FollowAdd {
     pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<ResultItems, Failure> {
         let wcx = write_context(cx);
         let (from, targets): (UserId, Vec<UserId>) = (self.from, self.items.into_iter().map(|t| t.to).collect());
-        let items = cx.write(move |tx| write::follow_add(tx, &wcx, &from, &targets)).await?;
+        let prefetch = write::prefetch(&wcx, &from, &targets, true);
+        let items = cx.write_prefetched(prefetch, move |tx| write::follow_add(tx, &wcx, &from, &targets)).await?;
         Ok(result_items(items))
     }
 }
@@ -94,7 +95,8 @@ impl FollowDelete {
 
     pub(super) async fn apply(self, cx: &Ctx<'_>) -> Result<ResultItems, Failure> {
         let wcx = write_context(cx);
-        let items = cx.write(move |tx| write::follow_delete(tx, &wcx, &self.from, &self.targets)).await?;
+        let prefetch = write::prefetch(&wcx, &self.from, &self.targets, false);
+        let items = cx.write_prefetched(prefetch, move |tx| write::follow_delete(tx, &wcx, &self.from, &self.targets)).await?;
         Ok(result_items(items))
     }
 }

@@ -169,6 +169,16 @@ impl Ctx<'_> {
         followd_graph::try_write(self.store, f).await
     }
 
+    /// [`Ctx::write`] of a follow or unfollow that says what it will read (see
+    /// [`followd_graph::Prefetch`]).
+    pub async fn write_prefetched<R: Send + 'static>(
+        &self,
+        prefetch: followd_graph::Prefetch,
+        f: impl FnMut(&mut dyn WriteTx) -> Result<R, GraphError> + Send + 'static,
+    ) -> Result<R, GraphError> {
+        followd_graph::try_write_prefetched(self.store, Some(prefetch), f).await
+    }
+
     /// Runs graph rules on a read snapshot.
     pub async fn read<R: Send + 'static>(
         &self,

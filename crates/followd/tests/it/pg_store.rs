@@ -429,3 +429,127 @@ async fn a_kept_back_row_that_fails_when_sent_fails_its_batch_cleanly() {
     assert_eq!(events, first_events + 1);
     tokio::task::spawn_blocking(move || store.close()).await.unwrap();
 }
+
+/// A job queued for [`a_batch_read_ahead_answers_as_its_jobs_one_by_one`], answering as text.
+type Queued = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+fn users(ids: &[usize]) -> Vec<UserId> {
+    ids.iter().map(|&i| user(i)).collect()
+}
+
+/// A follow (`add`) or unfollow that says what it will read, as the API's are queued.
+fn prefetched(store: &Arc<dyn followd_graph::Store>, add: bool, from: usize, to: &[usize], limit: Option<i64>) -> Queued {
+    let (store, from, to, c) = (store.clone(), user(from), users(to), cx(limit));
+    Box::pin(async move {
+        let p = write::prefetch(&c, &from, &to, add);
+        let r = followd_graph::try_write_prefetched(&*store, Some(p), move |tx| {
+            if add {
+                write::follow_add(tx, &c, &from, &to)
+            } else {
+                write::follow_delete(tx, &c, &from, &to)
+            }
+        })
+        .await;
+        format!("{r:?}")
+    })
+}
+
+fn queued<R: std::fmt::Debug + Send + 'static>(
+    store: &Arc<dyn followd_graph::Store>,
+    f: impl FnMut(&mut dyn followd_graph::WriteTx) -> Result<R, followd_graph::GraphError> + Send + 'static,
+) -> Queued {
+    let store = store.clone();
+    Box::pin(async move { format!("{:?}", followd_graph::write(&*store, f).await) })
+}
+
+/// Runs the jobs of [`a_batch_read_ahead_answers_as_its_jobs_one_by_one`] on `store`: their answers,
+/// then every account's counters and follows.
+async fn read_ahead_jobs(store: Arc<dyn followd_graph::Store>) -> Vec<String> {
+    use followd_graph::deletion;
+    let import = |ids: Vec<usize>| {
+        let accounts: Vec<NewAccount> = ids.into_iter().map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+        move |tx: &mut dyn followd_graph::WriteTx| write::import_accounts(tx, APP, &accounts)
+    };
+    // Before the batch: u7 is being deleted (one edge of its three removed), so the batch's limits
+    // count u0's follow of it as gone.
+    followd_graph::write(&*store, import(vec![0, 1, 2, 3, 4, 5, 7])).await.unwrap();
+    followd_graph::write(&*store, |tx| {
+        write::follow_add(tx, &cx(None), &user(0), &[user(7)])?;
+        write::follow_add(tx, &cx(None), &user(7), &[user(1), user(2)])
+    })
+    .await
+    .unwrap();
+    let d = followd_graph::write(&*store, |tx| deletion::delete_accounts(tx, &cx(None), &[user(7)], 1)).await.unwrap();
+    assert_eq!(d.unfinished, 1, "{d:?}");
+
+    // The batch: a first job holds the writer while the others queue behind it, in this order.
+    let jobs: Vec<Queued> = vec![
+        queued(&store, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        }),
+        // u6 does not exist when the batch starts; the fourth job imports it.
+        prefetched(&store, true, 0, &[1, 2, 6], Some(3)),
+        queued(&store, import(vec![6])),
+        prefetched(&store, true, 0, &[6, 3], Some(3)),
+        prefetched(&store, true, 1, &[0], Some(3)),
+        // u2 is found when the batch starts; the next job deletes it.
+        queued(&store, |tx| deletion::delete_accounts(tx, &cx(None), &[user(2)], 1000)),
+        prefetched(&store, true, 3, &[2, 1], Some(3)),
+        prefetched(&store, false, 0, &[1], None),
+        prefetched(&store, true, 0, &[1, 3, 3], Some(3)),
+        prefetched(&store, true, 4, &[4, 5, 5, 9], Some(3)),
+        prefetched(&store, true, 9, &[0], Some(3)),
+        prefetched(&store, false, 5, &[0, 9], None),
+        prefetched(&store, false, 2, &[0], None),
+        prefetched(&store, true, 5, &[4, 0, 1, 3], Some(3)),
+    ];
+    let mut out = futures_util::future::join_all(jobs).await;
+    let after = followd_graph::write(&*store, |tx| {
+        let mut all = Vec::new();
+        for i in 0..10 {
+            let Some(u) = tx.lookup(APP, &user(i))? else { continue };
+            let mut follows = Vec::new();
+            for (d, _) in tx.out_edges(u, 100)? {
+                follows.push(tx.user_id(d)?.to_string());
+            }
+            follows.sort();
+            all.push(format!("u{i}: {:?} {follows:?}", tx.counts(u)?));
+        }
+        Ok(all)
+    })
+    .await
+    .unwrap();
+    out.extend(after);
+    out
+}
+
+/// Follows and unfollows that say what they will read are queued at once, so that PostgreSQL's writer
+/// runs them as one batch whose reads (accounts, pair locks, edges, counters, deletions) are made
+/// together before its first job runs, between jobs that change what later ones read: an import of
+/// a target the batch found absent, the deletion of one it found, a limit reached by earlier jobs (and
+/// an edge of an account being deleted that it does not count), a pair unfollowed and followed again,
+/// a follower that does not exist. Every answer, and the graph after them, equal the embedded
+/// store's for the same jobs, which it runs one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_read_ahead_answers_as_its_jobs_one_by_one() {
+    use followd_store::sqlite::Durability;
+    use followd_store::SqliteStore;
+    let Some(url) = crate::pg::url("a_batch_read_ahead_answers_as_its_jobs_one_by_one") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let pg = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let on_pg = read_ahead_jobs(pg.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap());
+    let on_sqlite = read_ahead_jobs(sqlite.clone()).await;
+    for (i, (p, s)) in on_pg.iter().zip(&on_sqlite).enumerate() {
+        assert_eq!(p, s, "answer {i} differs (PostgreSQL, then SQLite)");
+    }
+    assert_eq!(on_pg.len(), on_sqlite.len());
+    tokio::task::spawn_blocking(move || {
+        pg.close();
+        sqlite.close();
+    })
+    .await
+    .unwrap();
+}

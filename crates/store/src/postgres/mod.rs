@@ -28,8 +28,8 @@ pub mod schema;
 
 use followd_graph::outbox::StoredEvent;
 use followd_graph::{
-    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Profile, ReadJob, ReadView,
-    Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
+    AppId, Completion, Counts, Cursor, Deletion, EdgeChange, ExportRow, ListEntry, ListKind, NewEvent, Origin, Prefetch, Profile, ReadJob,
+    ReadView, Store, StoreError, StoreResult, TimeKey, Uid, WriteJob, WriteTx,
 };
 use followd_protocol::{webhook, OptPlatform, UserId};
 use parking_lot::Mutex;
@@ -180,7 +180,7 @@ pub struct PgStore {
     handed: Arc<tokio::sync::Notify>,
     heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    jobs: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    jobs: Mutex<Option<mpsc::Sender<Queued>>>,
     refused: std::sync::atomic::AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReadPool>,
@@ -358,7 +358,7 @@ impl PgStore {
             .await
     }
 
-    fn submit(&self, job: WriteJob) -> StoreResult<()> {
+    fn submit(&self, job: Queued) -> StoreResult<()> {
         let r = match &*self.jobs.lock() {
             Some(tx) => tx.try_send(job),
             None => return Err(StoreError::Closed),
@@ -400,9 +400,20 @@ const APP_TOTALS: &str = "SELECT (SELECT count(*) FROM accounts WHERE app = $1 A
      ((SELECT coalesce(sum(following), 0) FROM accounts WHERE app = $1 AND NOT deleted) + \
       (SELECT coalesce(sum(d.following), 0) FROM count_deltas d JOIN accounts a ON a.id = d.uid WHERE d.app = $1 AND NOT a.deleted))::bigint";
 
-/// A user's counters: its `accounts` columns plus its unfolded deltas.
-const COUNTS: &str = "SELECT (a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
-     (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id WHERE a.id = $1 GROUP BY a.id";
+/// The three counters of the accounts `a` of a query: their `accounts` columns plus their unfolded
+/// deltas `d` (group by `a.id`).
+macro_rules! counters {
+    () => {
+        "(a.followers + coalesce(sum(d.followers), 0))::bigint, (a.following + coalesce(sum(d.following), 0))::bigint, \
+         (a.mutual + coalesce(sum(d.mutual), 0))::bigint FROM accounts a LEFT JOIN count_deltas d ON d.uid = a.id"
+    };
+}
+
+/// A user's counters.
+const COUNTS: &str = concat!("SELECT ", counters!(), " WHERE a.id = $1 GROUP BY a.id");
+/// Several users' counters, each row led by the user's id: to be followed by a `WHERE` on `a.id`
+/// and `GROUP BY a.id`.
+const COUNTS_OF: &str = concat!("SELECT a.id, ", counters!());
 
 /// The advisory lock key of the counter fold (the bytes of "followd3").
 const FOLD_LOCK: i64 = 0x666f_6c6c_6f77_6433;
@@ -670,7 +681,11 @@ impl Drop for PgStore {
 
 impl Store for PgStore {
     fn submit_write(&self, job: WriteJob) -> Result<(), StoreError> {
-        self.submit(job)
+        self.submit(Queued { job, prefetch: None })
+    }
+
+    fn submit_write_prefetched(&self, job: WriteJob, prefetch: Prefetch) -> Result<(), StoreError> {
+        self.submit(Queued { job, prefetch: Some(prefetch) })
     }
 
     fn max_pairs_per_job(&self) -> usize {
@@ -683,7 +698,7 @@ impl Store for PgStore {
     fn submit_write_waiting(&self, job: WriteJob) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(async move {
             let Some(tx) = self.jobs.lock().clone() else { return Err(StoreError::Closed) };
-            tx.send(job).await.map_err(|_| writer_gone())
+            tx.send(Queued { job, prefetch: None }).await.map_err(|_| writer_gone())
         })
     }
 
@@ -742,8 +757,14 @@ struct Writer {
     hooks: CommitHooks,
 }
 
+/// A queued write job, with what it said it will read.
+struct Queued {
+    job: WriteJob,
+    prefetch: Option<Prefetch>,
+}
+
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<WriteJob>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::with_capacity(64);
             batch.push(first);
@@ -762,7 +783,7 @@ impl Writer {
     /// its jobs are run again one transaction each, so that one job's conflict no longer holds back
     /// the others and each transaction holds few locks; a job that keeps conflicting is run again
     /// after a short random pause, up to [`MAX_TRIES`] times, before its failure is answered.
-    fn run_batch(&mut self, mut batch: Vec<WriteJob>) {
+    fn run_batch(&mut self, mut batch: Vec<Queued>) {
         fail::fail_point!("writer-batch");
         let listening = self.hooks.changes.receiver_count() > 0 && self.hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let single = batch.len() == 1;
@@ -808,7 +829,7 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     fn try_batch(
         &mut self,
-        batch: &mut [WriteJob],
+        batch: &mut [Queued],
         listening: bool,
     ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>), (StoreError, bool)>) {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
@@ -849,7 +870,10 @@ impl Writer {
             let retry = retryable(&e);
             return (Vec::new(), Err((db(e), retry)));
         }
-        let done: Vec<Completion> = batch.iter_mut().map(|j| j(&mut tx)).collect();
+        let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
+        // A failure here fails the batch's first step, as if the jobs had read one by one.
+        let _ = tx.prefetch_batch(&plans);
+        let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
         let outcome = tx.finish().and_then(|()| tx.notify_changes()).and_then(|()| tx.guard(|c| c.client.batch_execute("COMMIT")));
         match outcome {
             Ok(()) => {
@@ -1185,6 +1209,175 @@ impl PgWriteTx<'_> {
             .map(drop)
     }
 
+    /// Reads what the batch's jobs said they will read ([`Prefetch`]) in two round trips, whatever
+    /// their number: (1) the ids of every account they name; (2) in one multi-statement query, the
+    /// advisory locks of every pair of a follower with one of its targets (the whole batch's in key
+    /// order, so two nodes' batches wait for each other rather than deadlock), the row locks of the
+    /// followers whose counters a limit reads (in id order), both directions of every pair and those
+    /// counters (read after the locks, so they are current), and the unfinished deletions of the
+    /// batch's apps. Each job's own `prefetch` then finds all of it known and sends nothing. What a
+    /// job reads is what it would have read at its turn: the pairs and counters are locked until
+    /// commit, the batch's earlier jobs change them only through this transaction (whose caches they
+    /// update), and an id is only ever read, never locked, by a job's own lookup as well.
+    fn prefetch_batch(&mut self, plans: &[&Prefetch]) -> StoreResult<()> {
+        self.check()?;
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<(AppId, &UserId)> = plans
+            .iter()
+            .flat_map(|p| std::iter::once(&p.from).chain(&p.targets).map(move |u| (p.app, u)))
+            .filter(|&(a, u)| {
+                let key = (a, u.clone());
+                !self.ids.contains_key(&key) && !self.absent.contains(&key)
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.is_empty() {
+            let apps: Vec<i64> = names.iter().map(|n| n.0 as i64).collect();
+            let texts: Vec<&str> = names.iter().map(|n| n.1.as_str()).collect();
+            let rows = self.guard(|c| {
+                c.query(
+                    "SELECT a.app, a.id, a.user_id FROM accounts a JOIN unnest($1::bigint[], $2::text[]) AS x(app, name)                      ON a.app = x.app AND a.user_id = x.name WHERE NOT a.deleted",
+                    &[&apps, &texts],
+                )
+            })?;
+            for r in rows {
+                let (app, id, name): (i64, Uid, &str) = (r.get(0), r.get(1), r.get(2));
+                let user = parse_user(name).map_err(|e| self.fail(e))?;
+                self.remember(app as AppId, &user, id);
+            }
+            for (a, u) in names {
+                let key = (a, u.clone());
+                if !self.ids.contains_key(&key) {
+                    self.absent.insert(key);
+                }
+            }
+        }
+        let (mut keys, mut unknown, mut count_ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut apps: Vec<i64> = Vec::new();
+        for p in plans {
+            if !self.deleting.contains_key(&p.app) {
+                apps.push(p.app as i64);
+            }
+            let Some(&src) = self.ids.get(&(p.app, p.from.clone())) else { continue };
+            if p.counts && self.counts.get(&src).is_none_or(|c| c.0.is_none()) {
+                count_ids.push(src);
+            }
+            for t in &p.targets {
+                let Some(&d) = self.ids.get(&(p.app, t.clone())) else { continue };
+                if d == src {
+                    continue;
+                }
+                if self.locked_pairs.insert((src.min(d), src.max(d))) {
+                    keys.push(pair_key(src, d));
+                }
+                unknown.extend([(src, d), (d, src)].into_iter().filter(|e| !self.edges.contains_key(e)));
+            }
+        }
+        for v in [&mut keys, &mut count_ids, &mut apps] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let list = |v: &mut dyn Iterator<Item = i64>| v.map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let mut sql = String::new();
+        // The index of each reading statement's rows in the answer.
+        let mut at = 0;
+        let mut next = |sql: &mut String, stmt: String| {
+            sql.push_str(&stmt);
+            sql.push_str("; ");
+            at += 1;
+            at - 1
+        };
+        if !keys.is_empty() {
+            next(
+                &mut sql,
+                format!("SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k", list(&mut keys.iter().copied())),
+            );
+        }
+        let counts_at = (!count_ids.is_empty()).then(|| {
+            let ids = list(&mut count_ids.iter().copied());
+            next(&mut sql, format!("SELECT id FROM accounts WHERE id = ANY('{{{ids}}}'::bigint[]) ORDER BY id FOR UPDATE"));
+            next(&mut sql, format!("{COUNTS_OF} WHERE a.id = ANY('{{{ids}}}'::bigint[]) GROUP BY a.id"))
+        });
+        let edges_at = (!unknown.is_empty()).then(|| {
+            next(
+                &mut sql,
+                format!(
+                    // `dst + 0`: see PAIR_LOOKUP_NOTE.
+                    "SELECT e.src, e.dst, e.t FROM edges e JOIN unnest('{{{}}}'::bigint[], '{{{}}}'::bigint[]) AS x(s, d)                      ON e.src = x.s AND e.dst + 0 = x.d",
+                    list(&mut unknown.iter().map(|e| e.0)),
+                    list(&mut unknown.iter().map(|e| e.1)),
+                ),
+            )
+        });
+        let deletions_at = (!apps.is_empty()).then(|| {
+            next(
+                &mut sql,
+                format!(
+                    "SELECT app, account FROM deletions WHERE app = ANY('{{{}}}'::bigint[]) ORDER BY app, created_ms, account",
+                    list(&mut apps.iter().copied())
+                ),
+            )
+        });
+        if sql.is_empty() {
+            return Ok(());
+        }
+        let results = self.guard(|c| c.int_results(&sql))?;
+        let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
+        let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
+        let mut counted: HashMap<Uid, Counts> = HashMap::new();
+        for r in rows(counts_at) {
+            let &[Some(id), Some(followers), Some(following), Some(mutual)] = &r[..] else { return Err(self.fail(unreadable())) };
+            counted.insert(id, Counts { followers, following, mutual });
+        }
+        for id in count_ids {
+            self.counts.entry(id).or_default().0 = Some(counted.get(&id).copied().unwrap_or_default());
+        }
+        for r in rows(edges_at) {
+            let &[Some(s), Some(d), Some(t)] = &r[..] else { return Err(self.fail(unreadable())) };
+            self.edges.entry((s, d)).or_insert(Some(t));
+        }
+        for e in unknown {
+            self.edges.entry(e).or_insert(None);
+        }
+        let mut deleting: HashMap<AppId, Vec<Uid>> = apps.iter().map(|&a| (a as AppId, Vec::new())).collect();
+        for r in rows(deletions_at) {
+            let &[Some(app), Some(account)] = &r[..] else { return Err(self.fail(unreadable())) };
+            deleting.entry(app as AppId).or_default().push(account);
+        }
+        self.deleting.extend(deleting);
+        Ok(())
+    }
+
+    /// Whether a `prefetch` of `from` and `targets` would read nothing new: every account looked up
+    /// (or known absent), every pair locked with both its directions known, and the follower's
+    /// counters read if `counts` (the case of every job of a batch after [`Self::prefetch_batch`]).
+    fn prefetched(&self, app: AppId, from: &UserId, targets: &[UserId], counts: bool) -> bool {
+        let known = |u: &UserId| {
+            let key = (app, u.clone());
+            self.ids.get(&key).copied().map(Some).or_else(|| self.absent.contains(&key).then_some(None))
+        };
+        let Some(src) = known(from) else { return false };
+        let Some(src) = src else { return targets.iter().all(|t| known(t).is_some()) };
+        if counts && self.counts.get(&src).is_none_or(|c| c.0.is_none()) {
+            return false;
+        }
+        targets.iter().all(|t| match known(t) {
+            None => false,
+            Some(None) => true,
+            Some(Some(d)) => {
+                d == src
+                    || (self.locked_pairs.contains(&(src.min(d), src.max(d)))
+                        && self.edges.contains_key(&(src, d))
+                        && self.edges.contains_key(&(d, src)))
+            }
+        })
+    }
+
     /// `prefetch` in two statements when no limit reads the follower's counters: (1) the accounts,
     /// and the locks of the pairs of `from` with each target found, taken by the same statement in
     /// key order (two nodes locking overlapping sets this way wait for each other instead of
@@ -1193,6 +1386,9 @@ impl PgWriteTx<'_> {
     /// the follower's row lock and then reads its counters, as [`WriteTx::counts`] does, each read a
     /// statement of its own after the lock it needs, sent in one round trip.
     fn prefetch_pairs(&mut self, app: AppId, from: &UserId, targets: &[UserId], counts: bool) -> StoreResult<()> {
+        if self.prefetched(app, from, targets, counts) {
+            return self.check();
+        }
         let mut names: Vec<&str> = std::iter::once(from).chain(targets).map(UserId::as_str).collect();
         names.sort_unstable();
         names.dedup();
