@@ -44,12 +44,25 @@ use tokio::sync::mpsc;
 
 use crate::sqlite::{CommitHooks, Threads};
 
-// PAIR_LOOKUP_NOTE: statements that look up edges by pair write `dst + 0` instead of `dst`, so that
-// the planner reaches them through the primary key (`src, dst`: the follower's out-list, bounded by
-// `max_following`) and never through `edges_in` (`dst, t, src`), which has no way to the pair but
-// to walk every follower of `dst` in time order. Without statistics (a new or fast-growing table)
-// it chose `edges_in` for its index-only scan, and each follower's pair with an account of 100,000
-// followers cost 3.5 ms: a bulk batch of 1,000 follows of it took 3.5 s instead of 6 ms.
+/// The edges of the pairs `(src, dst)` given as two arrays `$1` (src) and `$2` (dst): rows
+/// `(src, dst, t)` of those that exist. Each pair is one probe of the primary key on both columns:
+/// the subquery is lateral and fenced (`OFFSET 0`), so the planner can neither join the arrays to a
+/// scan of the whole table (it hashed or sorted all of `edges` for a batch of 2,560 pairs: 170 ms
+/// instead of 8) nor reach a pair through `edges_in` (`dst, t, src`), which walks every follower of
+/// `dst` (3.5 ms a pair with an account of 100,000 followers, when an `OR` of both directions made
+/// that index look cheaper). The text form ([`pair_edges_of`]) is for multi-statement queries.
+const PAIR_EDGES: &str = "SELECT x.s, x.d, e.t FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
+     CROSS JOIN LATERAL (SELECT t FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e";
+
+/// [`PAIR_EDGES`] with its arrays written in (integers only).
+fn pair_edges_of(src: impl Iterator<Item = i64>, dst: impl Iterator<Item = i64>) -> String {
+    PAIR_EDGES.replace("$1", &format!("'{{{}}}'", int_list(src))).replace("$2", &format!("'{{{}}}'", int_list(dst)))
+}
+
+/// Integers as the inside of an array literal: `1,2,3`.
+fn int_list(v: impl Iterator<Item = i64>) -> String {
+    v.map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
 
 /// The most write jobs one transaction takes. Each follow of a job holds a pair's advisory lock (and
 /// each event a lane's) to COMMIT, in a lock table of 6,400 entries by default for the whole server:
@@ -1028,8 +1041,9 @@ impl PgWriteTx<'_> {
         if !del_src.is_empty() {
             let n = self.guard(|c| {
                 c.execute(
-                    // `dst + 0` (also below): see PAIR_LOOKUP_NOTE.
-                    "DELETE FROM edges e USING unnest($1::bigint[], $2::bigint[]) AS x(s, d) WHERE e.src = x.s AND e.dst + 0 = x.d",
+                    // Each pair a probe of the primary key on both columns, as in PAIR_EDGES.
+                    "DELETE FROM edges WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
+                     CROSS JOIN LATERAL (SELECT ctid FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e))",
                     &[&del_src, &del_dst],
                 )
             })?;
@@ -1118,7 +1132,7 @@ impl PgWriteTx<'_> {
             c.execute(
                 "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
                  SELECT a.app, x.uid, x.f, x.g, x.m FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(uid, f, g, m) \
-                 JOIN accounts a ON a.id = x.uid",
+                 CROSS JOIN LATERAL (SELECT app FROM accounts WHERE id = x.uid OFFSET 0) a",
                 &[&uids, &followers, &following, &mutual],
             )
             .map(drop)
@@ -1239,7 +1253,9 @@ impl PgWriteTx<'_> {
             let texts: Vec<&str> = names.iter().map(|n| n.1.as_str()).collect();
             let rows = self.guard(|c| {
                 c.query(
-                    "SELECT a.app, a.id, a.user_id FROM accounts a JOIN unnest($1::bigint[], $2::text[]) AS x(app, name)                      ON a.app = x.app AND a.user_id = x.name WHERE NOT a.deleted",
+                    // One probe of `accounts_by_name` a name (the planner hashed all of `accounts`).
+                    "SELECT a.app, a.id, a.user_id FROM unnest($1::bigint[], $2::text[]) AS x(app, name) CROSS JOIN LATERAL \
+                     (SELECT app, id, user_id FROM accounts WHERE app = x.app AND user_id = x.name AND NOT deleted OFFSET 0) a",
                     &[&apps, &texts],
                 )
             })?;
@@ -1282,7 +1298,6 @@ impl PgWriteTx<'_> {
         }
         unknown.sort_unstable();
         unknown.dedup();
-        let list = |v: &mut dyn Iterator<Item = i64>| v.map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         let mut sql = String::new();
         // The index of each reading statement's rows in the answer.
         let mut at = 0;
@@ -1295,31 +1310,22 @@ impl PgWriteTx<'_> {
         if !keys.is_empty() {
             next(
                 &mut sql,
-                format!("SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k", list(&mut keys.iter().copied())),
+                format!("SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k", int_list(keys.iter().copied())),
             );
         }
         let counts_at = (!count_ids.is_empty()).then(|| {
-            let ids = list(&mut count_ids.iter().copied());
+            let ids = int_list(count_ids.iter().copied());
             next(&mut sql, format!("SELECT id FROM accounts WHERE id = ANY('{{{ids}}}'::bigint[]) ORDER BY id FOR UPDATE"));
             next(&mut sql, format!("{COUNTS_OF} WHERE a.id = ANY('{{{ids}}}'::bigint[]) GROUP BY a.id"))
         });
-        let edges_at = (!unknown.is_empty()).then(|| {
-            next(
-                &mut sql,
-                format!(
-                    // `dst + 0`: see PAIR_LOOKUP_NOTE.
-                    "SELECT e.src, e.dst, e.t FROM edges e JOIN unnest('{{{}}}'::bigint[], '{{{}}}'::bigint[]) AS x(s, d)                      ON e.src = x.s AND e.dst + 0 = x.d",
-                    list(&mut unknown.iter().map(|e| e.0)),
-                    list(&mut unknown.iter().map(|e| e.1)),
-                ),
-            )
-        });
+        let edges_at =
+            (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
         let deletions_at = (!apps.is_empty()).then(|| {
             next(
                 &mut sql,
                 format!(
                     "SELECT app, account FROM deletions WHERE app = ANY('{{{}}}'::bigint[]) ORDER BY app, created_ms, account",
-                    list(&mut apps.iter().copied())
+                    int_list(apps.iter().copied())
                 ),
             )
         });
@@ -1451,21 +1457,16 @@ impl PgWriteTx<'_> {
                 return Ok(());
             }
             // The usual case: one prepared statement.
-            let rows = self.guard(|c| {
-                c.query(
-                    "SELECT src, dst, t FROM edges WHERE (src = $1 AND dst = ANY($2)) OR (dst + 0 = $1 AND src = ANY($2))",
-                    &[&src, &unknown],
-                )
-            })?;
+            let (s, d): (Vec<Uid>, Vec<Uid>) = unknown.iter().flat_map(|&d| [(src, d), (d, src)]).unzip();
+            let rows = self.guard(|c| c.query(PAIR_EDGES, &[&s, &d]))?;
             rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
         } else {
-            let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let (s, d): (Vec<Uid>, Vec<Uid>) = unknown.iter().flat_map(|&d| [(src, d), (d, src)]).unzip();
             let sql = format!(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; \
-                 SELECT src, dst, t FROM edges WHERE (src = {src} AND dst = ANY('{{{u}}}'::bigint[])) OR (dst + 0 = {src} AND src = ANY('{{{u}}}'::bigint[])); {}",
-                list(&keys),
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; {}; {}",
+                int_list(keys.iter().copied()),
+                pair_edges_of(s.into_iter(), d.into_iter()),
                 if read_counts { lock_and_count(src) } else { String::new() },
-                u = list(&unknown),
             );
             let results = self.guard(|c| c.int_results(&sql))?;
             if read_counts {
@@ -1740,13 +1741,10 @@ impl WriteTx for PgWriteTx<'_> {
             keys.dedup();
             let src: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [a, b]).collect();
             let dst: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [b, a]).collect();
-            let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             let sql = format!(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; \
-                 SELECT e.src, e.dst, e.t FROM edges e JOIN unnest('{{{}}}'::bigint[], '{{{}}}'::bigint[]) AS x(s, d) ON e.src = x.s AND e.dst + 0 = x.d",
-                list(&keys),
-                list(&src),
-                list(&dst),
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; {}",
+                int_list(keys.iter().copied()),
+                pair_edges_of(src.iter().copied(), dst.iter().copied()),
             );
             let results = self.guard(|c| c.int_results(&sql))?;
             for r in results.get(1).map_or(&[][..], |r| &r[..]) {
