@@ -56,7 +56,25 @@ const PAIR_EDGES: &str = "SELECT x.s, x.d, e.t FROM unnest($1::bigint[], $2::big
 
 /// [`PAIR_EDGES`] with its arrays written in (integers only).
 fn pair_edges_of(src: impl Iterator<Item = i64>, dst: impl Iterator<Item = i64>) -> String {
-    PAIR_EDGES.replace("$1", &format!("'{{{}}}'", int_list(src))).replace("$2", &format!("'{{{}}}'", int_list(dst)))
+    let (src, dst): (Vec<i64>, Vec<i64>) = (src.collect(), dst.collect());
+    with_arrays(PAIR_EDGES, &[&src, &dst])
+}
+
+/// `sql` with each parameter `$n` (n from 1 to 9) replaced by the literal of the integer array
+/// `arrays[n - 1]`, for the multi-statement queries of the simple protocol.
+fn with_arrays(sql: &str, arrays: &[&[i64]]) -> String {
+    debug_assert!(arrays.len() < 10);
+    let mut out = sql.to_owned();
+    for (i, a) in arrays.iter().enumerate() {
+        out = out.replace(&format!("${}", i + 1), &format!("'{{{}}}'", int_list(a.iter().copied())));
+    }
+    out
+}
+
+/// Adds `sql` with its integer arrays written in ([`with_arrays`]) to a multi-statement query.
+fn statement(out: &mut String, sql: &str, arrays: &[&[i64]]) {
+    out.push_str(&with_arrays(sql, arrays));
+    out.push_str("; ");
 }
 
 /// Integers as the inside of an array literal: `1,2,3`.
@@ -177,6 +195,20 @@ impl Conn {
             }
         }
         Ok(done)
+    }
+
+    /// Runs `sql`, several statements on integers written in by this module, in one round trip (the
+    /// simple query protocol), and returns how many rows each statement affected or returned.
+    fn affected(&mut self, sql: &str) -> Result<Vec<u64>, postgres::Error> {
+        Ok(self
+            .client
+            .simple_query(sql)?
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::CommandComplete(n) => Some(n),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The raw client, for tools and tests.
@@ -879,15 +911,19 @@ impl Writer {
             emitted: Vec::new(),
             absent: HashSet::new(),
         };
-        if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
-            let retry = retryable(&e);
-            return (Vec::new(), Err((db(e), retry)));
-        }
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
-        // A failure here fails the batch's first step, as if the jobs had read one by one.
-        let _ = tx.prefetch_batch(&plans);
+        if plans.is_empty() {
+            if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
+                let retry = retryable(&e);
+                return (Vec::new(), Err((db(e), retry)));
+            }
+        } else {
+            // BEGIN is sent with the batch's reads. A failure fails the jobs' first step, as if
+            // each had read on its own, and the batch is rolled back (or run again) as any other.
+            let _ = tx.prefetch_batch(&plans);
+        }
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
-        let outcome = tx.finish().and_then(|()| tx.notify_changes()).and_then(|()| tx.guard(|c| c.client.batch_execute("COMMIT")));
+        let outcome = tx.commit();
         match outcome {
             Ok(()) => {
                 let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
@@ -974,12 +1010,6 @@ struct Pending {
     marks: HashSet<(i64, Uid, Uid)>,
 }
 
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.edges.is_empty() && self.mutual.is_empty() && self.marks.is_empty()
-    }
-}
-
 impl PgWriteTx<'_> {
     fn guard<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>) -> StoreResult<T> {
         if let Some(e) = &self.failed {
@@ -1014,14 +1044,33 @@ impl PgWriteTx<'_> {
         )))
     }
 
-    /// Sends the pending writes ([`Pending`]): at most one statement per table and kind, rows in key
-    /// order. Deletes go before inserts, so an edge removed and added again in one batch is replaced.
+    /// Sends the pending writes ([`Pending`]) in one round trip: at most one statement per table and
+    /// kind, rows in key order. Deletes go before inserts, so an edge removed and added again in one
+    /// batch is replaced.
     fn flush(&mut self) -> StoreResult<()> {
         self.check()?;
-        if self.pending.is_empty() {
+        let (sql, deletes) = self.pending_sql();
+        if sql.is_empty() {
             return Ok(());
         }
+        self.send(&sql, deletes)
+    }
+
+    /// Runs `sql` (statements on integers written in by this module); `deletes` is the number of
+    /// edges its first statement must delete.
+    fn send(&mut self, sql: &str, deletes: Option<u64>) -> StoreResult<()> {
+        let affected = self.guard(|c| c.affected(sql))?;
+        match deletes {
+            Some(n) if affected.first() != Some(&n) => Err(self.edge_gone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The statements that send [`Pending`] (none when it is empty), and how many edges the first
+    /// deletes when it deletes edges.
+    fn pending_sql(&mut self) -> (String, Option<u64>) {
         let pending = std::mem::take(&mut self.pending);
+        let mut sql = String::new();
         let mut edges: Vec<((Uid, Uid), RowOp)> = pending.edges.into_iter().collect();
         edges.sort_unstable_by_key(|e| e.0);
         let (mut del_src, mut del_dst) = (Vec::new(), Vec::new());
@@ -1038,27 +1087,22 @@ impl PgWriteTx<'_> {
                 t.push(k);
             }
         }
+        let deletes = (!del_src.is_empty()).then_some(del_src.len() as u64);
         if !del_src.is_empty() {
-            let n = self.guard(|c| {
-                c.execute(
-                    // Each pair a probe of the primary key on both columns, as in PAIR_EDGES.
-                    "DELETE FROM edges WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
-                     CROSS JOIN LATERAL (SELECT ctid FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e))",
-                    &[&del_src, &del_dst],
-                )
-            })?;
-            if n != del_src.len() as u64 {
-                return Err(self.edge_gone());
-            }
+            // Each pair a probe of the primary key on both columns, as in PAIR_EDGES.
+            statement(
+                &mut sql,
+                "DELETE FROM edges WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
+                 CROSS JOIN LATERAL (SELECT ctid FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e))",
+                &[&del_src, &del_dst],
+            );
         }
         if !src.is_empty() {
-            self.guard(|c| {
-                c.execute(
-                    "INSERT INTO edges(app, src, dst, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
-                    &[&app, &src, &dst, &t],
-                )
-                .map(drop)
-            })?;
+            statement(
+                &mut sql,
+                "INSERT INTO edges(app, src, dst, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+                &[&app, &src, &dst, &t],
+            );
         }
         let mut mutual: Vec<((Uid, Uid), RowOp)> = pending.mutual.into_iter().collect();
         mutual.sort_unstable_by_key(|m| m.0);
@@ -1079,22 +1123,19 @@ impl PgWriteTx<'_> {
         if !del_a.is_empty() {
             // By the pair, not by the key: a key recomputed from two follow times taken on nodes with
             // skewed clocks could name no row.
-            self.guard(|c| {
-                c.execute(
-                    "DELETE FROM mutual m USING unnest($1::bigint[], $2::bigint[]) AS x(a, b) WHERE m.a = x.a AND m.b = x.b",
-                    &[&del_a, &del_b],
-                )
-                .map(drop)
-            })?;
+            statement(
+                &mut sql,
+                "DELETE FROM mutual WHERE ctid = ANY(ARRAY(SELECT m.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(a, b) \
+                 CROSS JOIN LATERAL (SELECT ctid FROM mutual WHERE a = x.a AND b = x.b OFFSET 0) m))",
+                &[&del_a, &del_b],
+            );
         }
         if !a.is_empty() {
-            self.guard(|c| {
-                c.execute(
-                    "INSERT INTO mutual(app, a, b, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
-                    &[&app, &a, &b, &t],
-                )
-                .map(drop)
-            })?;
+            statement(
+                &mut sql,
+                "INSERT INTO mutual(app, a, b, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
+                &[&app, &a, &b, &t],
+            );
         }
         if !pending.marks.is_empty() {
             let mut marks: Vec<(i64, Uid, Uid)> = pending.marks.into_iter().collect();
@@ -1102,41 +1143,46 @@ impl PgWriteTx<'_> {
             let run: Vec<i64> = marks.iter().map(|m| m.0).collect();
             let src: Vec<i64> = marks.iter().map(|m| m.1).collect();
             let dst: Vec<i64> = marks.iter().map(|m| m.2).collect();
-            self.guard(|c| {
-                c.execute(
-                    "INSERT INTO bulk_marks(run, src, dst) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
-                    &[&run, &src, &dst],
-                )
-                .map(drop)
-            })?;
+            statement(
+                &mut sql,
+                "INSERT INTO bulk_marks(run, src, dst) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
+                &[&run, &src, &dst],
+            );
         }
-        Ok(())
+        (sql, deletes)
     }
 
-    /// Writes the counter deltas as rows of `count_deltas` (folded into `accounts` later by
-    /// [`fold_counts`]), in one statement; called once before commit.
-    fn finish(&mut self) -> StoreResult<()> {
-        self.flush()?;
+    /// Ends the batch: stores its webhook events and sends its notifications, then its kept-back
+    /// rows ([`Pending`]) and its counter deltas as rows of `count_deltas` (folded into `accounts`
+    /// later by [`fold_counts`]) with `COMMIT`, in one round trip; in two when the batch deletes
+    /// edges, whose number is checked before `COMMIT`.
+    fn commit(&mut self) -> StoreResult<()> {
+        self.check()?;
         self.flush_events()?;
+        self.notify_changes()?;
+        let (mut sql, deletes) = self.pending_sql();
+        if deletes.is_some() {
+            self.send(&sql, deletes)?;
+            sql.clear();
+        }
         let mut counts: Vec<(Uid, Counts)> =
             std::mem::take(&mut self.counts).into_iter().map(|(u, (_, d))| (u, d)).filter(|(_, d)| *d != Counts::default()).collect();
-        if counts.is_empty() {
-            return Ok(());
-        }
-        counts.sort_by_key(|&(u, _)| u);
-        let uids: Vec<i64> = counts.iter().map(|c| c.0).collect();
-        let followers: Vec<i64> = counts.iter().map(|c| c.1.followers).collect();
-        let following: Vec<i64> = counts.iter().map(|c| c.1.following).collect();
-        let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
-        self.guard(|c| {
-            c.execute(
+        if !counts.is_empty() {
+            counts.sort_by_key(|&(u, _)| u);
+            let uids: Vec<i64> = counts.iter().map(|c| c.0).collect();
+            let followers: Vec<i64> = counts.iter().map(|c| c.1.followers).collect();
+            let following: Vec<i64> = counts.iter().map(|c| c.1.following).collect();
+            let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
+            statement(
+                &mut sql,
                 "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
                  SELECT a.app, x.uid, x.f, x.g, x.m FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(uid, f, g, m) \
                  CROSS JOIN LATERAL (SELECT app FROM accounts WHERE id = x.uid OFFSET 0) a",
                 &[&uids, &followers, &following, &mutual],
-            )
-            .map(drop)
-        })
+            );
+        }
+        sql.push_str("COMMIT");
+        self.send(&sql, None)
     }
 
     /// Stores the batch's webhook events in two statements, whatever their number: the locks of their
@@ -1223,8 +1269,10 @@ impl PgWriteTx<'_> {
             .map(drop)
     }
 
-    /// Reads what the batch's jobs said they will read ([`Prefetch`]) in two round trips, whatever
-    /// their number: (1) the ids of every account they name; (2) in one multi-statement query, the
+    /// Begins the batch's transaction and reads what its jobs said they will read ([`Prefetch`]), in
+    /// two round trips whatever their number: (1) the ids of every account they name (before
+    /// `BEGIN`: an id is read without a lock, so a statement of its own sees the same inside the
+    /// transaction or before it); (2) `BEGIN` and, in the same multi-statement query, the
     /// advisory locks of every pair of a follower with one of its targets (the whole batch's in key
     /// order, so two nodes' batches wait for each other rather than deadlock), the row locks of the
     /// followers whose counters a limit reads (in id order), both directions of every pair and those
@@ -1235,9 +1283,6 @@ impl PgWriteTx<'_> {
     /// update), and an id is only ever read, never locked, by a job's own lookup as well.
     fn prefetch_batch(&mut self, plans: &[&Prefetch]) -> StoreResult<()> {
         self.check()?;
-        if plans.is_empty() {
-            return Ok(());
-        }
         let mut names: Vec<(AppId, &UserId)> = plans
             .iter()
             .flat_map(|p| std::iter::once(&p.from).chain(&p.targets).map(move |u| (p.app, u)))
@@ -1299,7 +1344,7 @@ impl PgWriteTx<'_> {
         unknown.sort_unstable();
         unknown.dedup();
         let mut sql = String::new();
-        // The index of each reading statement's rows in the answer.
+        // The index of each statement's rows in the answer.
         let mut at = 0;
         let mut next = |sql: &mut String, stmt: String| {
             sql.push_str(&stmt);
@@ -1307,6 +1352,7 @@ impl PgWriteTx<'_> {
             at += 1;
             at - 1
         };
+        next(&mut sql, "BEGIN".into());
         if !keys.is_empty() {
             next(
                 &mut sql,
@@ -1329,9 +1375,6 @@ impl PgWriteTx<'_> {
                 ),
             )
         });
-        if sql.is_empty() {
-            return Ok(());
-        }
         let results = self.guard(|c| c.int_results(&sql))?;
         let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
         let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
