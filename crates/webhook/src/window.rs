@@ -28,9 +28,11 @@
 //!   the total past T.
 //! - On a database shared by several nodes, some of this node's events are *handed* to it (written by
 //!   another node for a lane this one owns, adopted from a dead node, or requeued): the ordinary
-//!   reads skip them, and they are taken a page at a time, in id order, like any other read, once the
-//!   app has caught up with its own events (a lane's handed events follow its unhanded ones). Taking
-//!   them leaves `high` alone (a commit of this node with a lower id may still be on its way); the
+//!   reads skip them, and they are taken a page at a time, in id order, like any other read (taking
+//!   turns with the read-back while the app is spilled). A lane's handed events follow its unhanded
+//!   ones, so those at or below `high` are held at once; while the app is spilled, those above it
+//!   are left to the read-back, which now finds them (no longer handed). Otherwise taking them
+//!   leaves `high` alone (a commit of this node with a lower id may still be on its way), and the
 //!   ones above it are remembered by id until `high` passes them, so a read-back does not take them
 //!   again. A take that returns a short page ends the app's handed events, unless the node was told
 //!   of more while it ran.
@@ -89,6 +91,8 @@ struct Window {
     handed_done: u64,
     /// Handed events above `high` taken into memory: a read-back must not take them again.
     above: BTreeSet<i64>,
+    /// While spilled, the next read takes handed events (reads of both kinds take turns).
+    handed_turn: bool,
 }
 
 impl Window {
@@ -260,12 +264,13 @@ impl Windows {
             w.loading = Some(false);
             w.reserved = ids.len();
             Load::Ids(ids)
-        } else if w.spilled {
+        } else if w.spilled && !(w.handed_turn && w.wants_handed()) {
+            w.handed_turn = true;
             w.loading = Some(true);
             w.reserved = page;
             Load::After { after: w.high, limit: page }
         } else {
-            // Caught up with its own events: the handed ones come next.
+            w.handed_turn = false;
             w.loading = Some(false);
             w.reserved = page;
             Load::Handed { limit: page, asked: w.handed_asked }
@@ -355,8 +360,8 @@ impl Windows {
         woken
     }
 
-    /// Events may have been handed to this node: each app takes its own once it has room and has
-    /// caught up with its own events. Returns the apps (each then asks [`Windows::next_load`]).
+    /// Events may have been handed to this node: each app takes its own once it has room (in turn
+    /// with its read-back while spilled). Returns the apps (each then asks [`Windows::next_load`]).
     pub fn handed(&mut self) -> Vec<AppId> {
         for w in self.apps.values_mut() {
             w.handed_asked += 1;

@@ -280,10 +280,10 @@ impl Outbox for PgStore {
         let (app, limit, node) = (app as i64, limit as i64, self.node);
         Box::pin(self.readers.run(move |c| {
             c.client.batch_execute("BEGIN").map_err(db)?;
-            // In id order through `events_pending (node, app, id)`: the app has caught up with its own
-            // events when it takes handed ones, so few unhanded entries come before them. The
-            // dispatcher may start the next take before this one commits (it has the events by
-            // then): that take skips the rows this one holds and moves on to the next ones.
+            // In id order. The dispatcher may start the next take before this one commits (it has
+            // the events by then): that take skips the rows this one holds and moves on to the next
+            // ones. (No index covers `(node, app, id) WHERE handed`: the plan walks either this
+            // node's handed events or the app's pending ones; both are short unless a backlog waits.)
             let rows = match c.query(
                 concat!(
                     "UPDATE events SET handed = false WHERE handed AND id IN (SELECT id FROM events \
