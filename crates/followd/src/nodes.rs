@@ -1,8 +1,9 @@
 //! What a node does beside serving when several followd nodes share one PostgreSQL database.
 //!
-//! - [`adopt_loop`]: takes the events other nodes handed to this one (lanes it owns) as soon as it is
-//!   told (`LISTEN`) and at every heartbeat, and every heartbeat takes over the pending webhooks of
-//!   nodes whose lease ran out (a node killed mid-delivery); both go to this node's dispatcher.
+//! - [`adopt_loop`]: tells this node's dispatcher about the events handed to it (written by other
+//!   nodes for lanes it owns, or requeued) as soon as it is told (`LISTEN`) and at every heartbeat, and
+//!   every heartbeat hands it the pending webhooks of nodes whose lease ran out (a node killed
+//!   mid-delivery). The dispatcher takes them from the outbox through each app's share of the memory.
 //! - [`overrides_loop`]: applies webhook settings that the admin API changed on another node, within
 //!   a second.
 
@@ -17,8 +18,7 @@ use std::time::Duration;
 
 use crate::apps::Apps;
 
-/// Takes handed events and the pending webhooks of dead nodes until `stop`. One task does both, so
-/// what it passes to the dispatcher arrives in the order it was taken.
+/// Adopts the pending webhooks of dead nodes and tells the dispatcher of handed events until `stop`.
 pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: tokio::sync::watch::Receiver<bool>) {
     let handed = store.handed_signal();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -30,16 +30,11 @@ pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: t
             _ = heartbeat.tick() => true,
         };
         if beat {
-            match store.adopt_orphans(ADOPT_LANES).await {
-                Ok(events) if events.is_empty() => {}
-                Ok(events) => dispatcher.enqueue(events),
-                Err(e) => tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes"),
+            if let Err(e) = store.adopt_orphans(ADOPT_LANES).await {
+                tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes");
             }
         }
-        let d = dispatcher.clone();
-        if let Err(e) = store.claim_handed(move |events| d.enqueue(events)).await {
-            tracing::warn!(error = %e, "cannot take the webhooks handed to this node");
-        }
+        dispatcher.handed();
     }
 }
 

@@ -290,6 +290,9 @@ impl std::fmt::Debug for WebhookOverride {
     }
 }
 
+/// Where [`Outbox::claim_handed`] passes the events it takes.
+pub type Deliver = Box<dyn FnOnce(Vec<StoredEvent>) + Send>;
+
 /// The outbox operations of a backend. Writes go through the backend's single writer.
 pub trait Outbox: Send + Sync + 'static {
     /// Up to `limit` pending events of `app` with an id above `after_id`, in id order.
@@ -309,6 +312,22 @@ pub trait Outbox: Send + Sync + 'static {
     /// Puts delivered or dead events back to pending: one event, or every dead event created in a time
     /// range. Returns the requeued events.
     fn requeue(&self, app: AppId, which: Requeue) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>>;
+    /// Whether [`Outbox::requeue`] hands the events to the node that owns their lane (a store shared
+    /// by several nodes), whose dispatcher takes them with [`Outbox::claim_handed`]; when false the
+    /// caller gives them to its own dispatcher.
+    fn requeue_hands_off(&self) -> bool {
+        false
+    }
+    /// Takes up to `limit` of `app`'s pending events that were handed to this node (written by
+    /// another node for a lane this one owns, adopted from a dead node, or requeued), in id order,
+    /// and passes them, maybe none, to `deliver` before the take is committed, so a later event of
+    /// their lane that this node writes reaches its dispatcher after them. Returns how many there
+    /// were. A store that is never shared hands nothing: by default there is nothing to take.
+    fn claim_handed(&self, app: AppId, limit: usize, deliver: Deliver) -> BoxFuture<'_, StoreResult<usize>> {
+        let _ = (app, limit);
+        deliver(Vec::new());
+        Box::pin(async { Ok(0) })
+    }
     /// Deletes delivered events (and their attempts) older than `before_ms`; returns how many.
     fn purge_delivered(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
     /// Stored webhook overrides of every app.

@@ -12,6 +12,7 @@ use followd_graph::outbox::{AttemptRecord, EventState, Outbox, Outcome, StoredEv
 use followd_graph::AppId;
 use rand::Rng as _;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,6 +63,8 @@ enum Msg {
     Enqueue(Vec<StoredEvent>),
     /// A read from the outbox that an app's window asked for (`None`: the read failed).
     Loaded(AppId, Load, Option<Vec<StoredEvent>>),
+    /// Events may have been handed to this node.
+    Handed,
     Done(Box<Done>),
     Stats(oneshot::Sender<Stats>),
     Breaker(AppId, oneshot::Sender<Option<Breaker>>),
@@ -139,6 +142,13 @@ impl Dispatcher {
     /// Queues events that were put back to pending (replay).
     pub fn enqueue(&self, events: Vec<StoredEvent>) {
         let _ = self.tx.send(Msg::Enqueue(events));
+    }
+
+    /// Says that events may have been handed to this node (another node wrote them for a lane this
+    /// one owns, this node adopted a dead node's lanes, or an admin requeued them): each app takes
+    /// its own from the outbox through its share of the memory, a page at a time, once it has room.
+    pub fn handed(&self) {
+        let _ = self.tx.send(Msg::Handed);
     }
 
     /// What the dispatcher holds right now.
@@ -325,6 +335,11 @@ impl Actor {
                 self.enqueue(events);
                 self.maybe_reload(app);
             }
+            Msg::Handed => {
+                for app in self.windows.handed() {
+                    self.maybe_reload(app);
+                }
+            }
             Msg::Stats(reply) => {
                 let pending = self.keys.values().map(|k| k.events.len()).sum();
                 let oldest = self.keys.values().filter_map(|k| k.events.front().map(|e| e.created_ms)).min();
@@ -386,6 +401,25 @@ impl Actor {
             let result = match &load {
                 Load::After { after, limit } => outbox.load_pending(app, *after, *limit).await,
                 Load::Ids(ids) => outbox.load_events(app, ids.clone()).await,
+                &Load::Handed { limit, .. } => {
+                    // The events reach the dispatcher before the take commits (see `claim_handed`).
+                    let (sent, tx, l) = (Arc::new(AtomicBool::new(false)), me.clone(), load.clone());
+                    let s = sent.clone();
+                    let deliver = Box::new(move |events| {
+                        s.store(true, Ordering::SeqCst);
+                        let _ = tx.send(Msg::Loaded(app, l, Some(events)));
+                    });
+                    match outbox.claim_handed(app, limit, deliver).await {
+                        Ok(_) => return,
+                        // Passed on, but the take failed to commit: the events stay handed and are
+                        // taken again (sent twice at worst).
+                        Err(e) if sent.load(Ordering::SeqCst) => {
+                            tracing::error!(app, error = %e, "taking the webhooks handed to this node did not commit");
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             };
             let events = match result {
                 Ok(events) => Some(events),

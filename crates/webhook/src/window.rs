@@ -18,13 +18,24 @@
 //!   caught up only when a page comes back short *and* reaches it.
 //! - A read-back never goes below `high`, so an event that was sent but whose record is not yet
 //!   written (still pending in the outbox) is never read again.
-//! - Replayed (requeued) events have old ids. Those at or below `high` are never read back by the
-//!   `id > high` reads, so when they do not fit they are remembered by id (8 bytes each, not the
-//!   event) and loaded by id later. Those above `high` are left to the read-back; if one arrives
+//! - Replayed (requeued) events have old ids. When they fit they are held, and those above `high`
+//!   remembered by id (as handed events are, below). Those at or below `high` are never read back
+//!   by the `id > high` reads, so when they do not fit they are remembered by id (8 bytes each, not
+//!   the event) and loaded by id later. Those above `high` are left to the read-back; if one arrives
 //!   while a read-back is under way, that read may have been made before the requeue and pass over
 //!   it, so it is checked against the page when the page arrives.
 //! - A read reserves its room before it starts, so events taken meanwhile by other apps cannot push
 //!   the total past T.
+//! - On a database shared by several nodes, some of this node's events are *handed* to it (written by
+//!   another node for a lane this one owns, adopted from a dead node, or requeued): the ordinary
+//!   reads skip them, and they are taken a page at a time, in id order, like any other read (taking
+//!   turns with the read-back while the app is spilled). A lane's handed events follow its unhanded
+//!   ones, so those at or below `high` are held at once; while the app is spilled, those above it
+//!   are left to the read-back, which now finds them (no longer handed). Otherwise taking them
+//!   leaves `high` alone (a commit of this node with a lower id may still be on its way), and the
+//!   ones above it are remembered by id until `high` passes them, so a read-back does not take them
+//!   again. A take that returns a short page ends the app's handed events, unless the node was told
+//!   of more while it ran.
 
 use followd_graph::outbox::StoredEvent;
 use followd_graph::AppId;
@@ -42,6 +53,14 @@ pub(crate) enum Load {
     },
     /// These replayed events, by id.
     Ids(Vec<i64>),
+    /// Up to `limit` of the app's events handed to this node, in id order (taken from the outbox:
+    /// no longer handed once read).
+    Handed {
+        /// At most this many.
+        limit: usize,
+        /// [`Window::handed_asked`] when the take started.
+        asked: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +85,14 @@ struct Window {
     deferred: BTreeSet<i64>,
     /// In [`Windows::starved`].
     starved: bool,
+    /// How many times this node was told that events may have been handed to it.
+    handed_asked: u64,
+    /// The last of those that a take answered with a short page (none left then).
+    handed_done: u64,
+    /// Handed events above `high` taken into memory: a read-back must not take them again.
+    above: BTreeSet<i64>,
+    /// While spilled, the next read takes handed events (reads of both kinds take turns).
+    handed_turn: bool,
 }
 
 impl Window {
@@ -75,6 +102,18 @@ impl Window {
 
     fn behind(&self) -> bool {
         self.spilled || !self.deferred.is_empty() || !self.racing.is_empty()
+    }
+
+    /// Events may wait in the outbox, handed to this node.
+    fn wants_handed(&self) -> bool {
+        self.handed_asked > self.handed_done
+    }
+
+    /// Forgets the handed events that `high` has passed (a read-back never reads them).
+    fn raised(&mut self) {
+        if self.above.first().is_some_and(|&first| first <= self.high) {
+            self.above = self.above.split_off(&(self.high + 1));
+        }
     }
 
     /// Events read at a time: half the guaranteed part (at least one).
@@ -159,6 +198,7 @@ impl Windows {
         }
         let w = self.window(app);
         w.high = last;
+        w.raised();
         let held = w.held + events.len();
         self.resize(app, held);
         false
@@ -167,14 +207,22 @@ impl Windows {
     /// Replayed events of `app`: keeps those to take into memory now; the others are loaded later.
     pub fn replay(&mut self, app: AppId, events: &mut Vec<StoredEvent>) {
         events.sort_by_key(|e| e.id);
-        let Some(last) = events.last().map(|e| e.id) else { return };
-        self.window(app);
+        if events.is_empty() {
+            return;
+        }
+        let w = self.window(app);
+        // A handed event taken before is pending again: a read-back may take it this time.
+        for e in events.iter() {
+            w.above.remove(&e.id);
+        }
         let w = &self.apps[&app];
         if !w.spilled && events.len() <= self.room(w) {
             let w = self.window(app);
-            // Nothing of the app waits in the outbox above `high` (not spilled), so raising it to a
-            // replayed id skips nothing; it keeps a later read-back from taking these again.
-            w.high = w.high.max(last);
+            // Those above `high` are remembered, so a later read-back does not take them again;
+            // `high` stays, as a commit of this node with a lower id may still be on its way (with
+            // handed events, a replayed id above `high` is common).
+            let high = w.high;
+            w.above.extend(events.iter().map(|e| e.id).filter(|&id| id > high));
             let held = w.held + events.len();
             self.resize(app, held);
             return;
@@ -197,7 +245,7 @@ impl Windows {
     /// The read `app` should start now, if any; its room is reserved until [`Windows::loaded`].
     pub fn next_load(&mut self, app: AppId) -> Option<Load> {
         let w = self.window(app);
-        if w.loading.is_some() || (!w.spilled && w.deferred.is_empty()) {
+        if w.loading.is_some() || (!w.spilled && w.deferred.is_empty() && !w.wants_handed()) {
             return None;
         }
         let page = w.page();
@@ -211,15 +259,21 @@ impl Windows {
             return None;
         }
         let w = self.window(app);
-        let load = if w.deferred.is_empty() {
-            w.loading = Some(true);
-            w.reserved = page;
-            Load::After { after: w.high, limit: page }
-        } else {
+        let load = if !w.deferred.is_empty() {
             let ids: Vec<i64> = std::iter::from_fn(|| w.deferred.pop_first()).take(page).collect();
             w.loading = Some(false);
             w.reserved = ids.len();
             Load::Ids(ids)
+        } else if w.spilled && !(w.handed_turn && w.wants_handed()) {
+            w.handed_turn = true;
+            w.loading = Some(true);
+            w.reserved = page;
+            Load::After { after: w.high, limit: page }
+        } else {
+            w.handed_turn = false;
+            w.loading = Some(false);
+            w.reserved = page;
+            Load::Handed { limit: page, asked: w.handed_asked }
         };
         let held = w.held + w.reserved;
         self.resize(app, held);
@@ -244,7 +298,7 @@ impl Windows {
                 w.racing.clear();
                 Vec::new()
             }
-            (Load::After { limit, .. }, Some(events)) => {
+            (Load::After { limit, .. }, Some(mut events)) => {
                 if let Some(last) = events.last() {
                     w.high = w.high.max(last.id);
                 }
@@ -256,6 +310,33 @@ impl Windows {
                 }
                 if events.len() < limit && w.high >= w.dropped_up_to {
                     w.spilled = false;
+                }
+                if !w.above.is_empty() {
+                    events.retain(|e| !w.above.contains(&e.id));
+                    w.raised();
+                }
+                events
+            }
+            (Load::Handed { .. }, None) => Vec::new(),
+            (Load::Handed { limit, asked }, Some(mut events)) => {
+                if events.len() < limit {
+                    w.handed_done = w.handed_done.max(asked);
+                }
+                let high = w.high;
+                if w.spilled {
+                    // A commit spilled the app while the take ran: those above `high` are now plain
+                    // pending events of this node, which the read-back reaches in id order, after the
+                    // app's older events still in the outbox.
+                    if let Some(last) = events.last().filter(|e| e.id > high) {
+                        w.dropped_up_to = w.dropped_up_to.max(last.id);
+                    }
+                    // One taken before and requeued since must be read back this time.
+                    for e in events.iter().filter(|e| e.id > high) {
+                        w.above.remove(&e.id);
+                    }
+                    events.retain(|e| e.id <= high);
+                } else {
+                    w.above.extend(events.iter().map(|e| e.id).filter(|&id| id > high));
                 }
                 events
             }
@@ -279,9 +360,18 @@ impl Windows {
         woken
     }
 
+    /// Events may have been handed to this node: each app takes its own once it has room (in turn
+    /// with its read-back while spilled). Returns the apps (each then asks [`Windows::next_load`]).
+    pub fn handed(&mut self) -> Vec<AppId> {
+        for w in self.apps.values_mut() {
+            w.handed_asked += 1;
+        }
+        self.apps.keys().copied().collect()
+    }
+
     /// Whether some pending events are only in the outbox (memory does not hold them all).
     pub fn behind(&self) -> bool {
-        self.apps.values().any(Window::behind)
+        self.apps.values().any(|w| w.behind() || w.wants_handed())
     }
 
     /// Whether some pending events of `app` are only in the outbox.

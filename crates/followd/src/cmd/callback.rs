@@ -356,7 +356,10 @@ async fn requeue(cx: &Ctx<'_>, which: Requeue) -> Result<Replayed, Failure> {
     let n = events.len();
     if n > 0 {
         tracing::info!(app = cx.app.sdkappid, request_id = cx.request_id, events = n, "events replayed");
-        cx.dispatcher.enqueue(events);
+        // On a shared database they were handed to the node owning their lane, which was told.
+        if !cx.outbox.requeue_hands_off() {
+            cx.dispatcher.enqueue(events);
+        }
     }
     Ok(Replayed { replayed: n })
 }

@@ -11,6 +11,7 @@ mod console_browser;
 mod crash;
 mod deletion;
 mod errors;
+mod fair_nodes;
 mod health;
 mod helpers;
 mod isolation;

@@ -170,7 +170,8 @@ async fn three_nodes_keep_counts_exact_and_limits_race_free() {
 
 /// A node's pending webhooks belong to it: another node's dispatcher does not load them while the
 /// node lives, and adopts them, once, when its lease is gone (here: a node that stopped, which gives
-/// its lease up at once; a killed node's lease runs out after `LEASE_MS`).
+/// its lease up at once; a killed node's lease runs out after `LEASE_MS`). Adopted events are handed
+/// to the adopter, not read: it takes them a page at a time, in id order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
     use followd_graph::outbox::Outbox;
@@ -188,7 +189,7 @@ async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
     let on_a = a.load_pending(APP, 0, 100).await.unwrap();
     assert_eq!(on_a.len(), 3);
     assert!(b.load_pending(APP, 0, 100).await.unwrap().is_empty(), "another live node's events are not loaded");
-    assert!(b.adopt_orphans(100).await.unwrap().is_empty(), "a live node's events are not adopted");
+    assert_eq!(b.adopt_orphans(100).await.unwrap(), 0, "a live node's events are not adopted");
     assert_eq!(b.pending_apps().await.unwrap(), Vec::<u64>::new());
 
     tokio::task::spawn_blocking({
@@ -199,12 +200,19 @@ async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
     .unwrap();
     let (by_b, by_c) = tokio::join!(b.adopt_orphans(100), c.adopt_orphans(100));
     let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
-    let mut adopted: Vec<i64> = by_b.iter().chain(&by_c).map(|e| e.id).collect();
-    adopted.sort();
-    assert_eq!(adopted, on_a.iter().map(|e| e.id).collect::<Vec<_>>(), "each event adopted by exactly one node");
-    let owner = if by_b.is_empty() { &c } else { &b };
-    assert_eq!(owner.load_pending(APP, 0, 100).await.unwrap().len(), by_b.len() + by_c.len());
+    assert!(by_b == 0 || by_c == 0, "one node adopts at a time: {by_b} and {by_c}");
+    assert_eq!(by_b + by_c, 3, "each event adopted by exactly one node");
+    let owner = if by_b == 0 { &c } else { &b };
+    assert!(owner.load_pending(APP, 0, 100).await.unwrap().is_empty(), "handed events are not read back");
     assert_eq!(owner.pending_apps().await.unwrap(), vec![APP]);
+    let taken = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    for (limit, want) in [(2, 2), (2, 1), (2, 0)] {
+        let t = taken.clone();
+        let n = owner.claim_handed(APP, limit, Box::new(move |events| t.lock().extend(events.into_iter().map(|e| e.id)))).await.unwrap();
+        assert_eq!(n, want);
+    }
+    assert_eq!(*taken.lock(), on_a.iter().map(|e| e.id).collect::<Vec<_>>(), "taken once each, in id order");
+    assert_eq!(owner.load_pending(APP, 0, 100).await.unwrap().len(), 3, "taken events are the adopter's own");
     for s in [b, c] {
         tokio::task::spawn_blocking(move || s.close()).await.unwrap();
     }

@@ -243,8 +243,8 @@ impl PgStore {
         let conn = std::thread::spawn(move || {
             let mut conn = Conn::connect(&u)?;
             schema::migrate(&mut conn.client)?;
-            // The lease first, then the events of nodes whose lease ran out: the dispatcher's start
-            // then loads them with this node's own.
+            // The lease first, then the events of nodes whose lease ran out: handed to this node, its
+            // dispatcher takes them once the adoption loop first tells it.
             renew(&mut conn, node).map_err(db)?;
             adopt(&mut conn, node, ADOPT_LANES)?;
             Ok::<_, StoreError>(conn)
@@ -322,54 +322,17 @@ impl PgStore {
 
     /// Takes over the pending webhook events of nodes whose lease ran out (a node that died or lost
     /// the database for longer than [`LEASE_MS`]), whole (app, From_Account) lanes at a time, up to
-    /// `lanes` of them, and returns them in id order for this node's dispatcher to send.
-    pub async fn adopt_orphans(&self, lanes: i64) -> StoreResult<Vec<StoredEvent>> {
+    /// `lanes` of them. They are handed to this node, not read: its dispatcher takes them through each
+    /// app's share of the memory ([`followd_graph::outbox::Outbox::claim_handed`]), however large the
+    /// dead node's backlog. Returns how many events moved.
+    pub async fn adopt_orphans(&self, lanes: i64) -> StoreResult<u64> {
         let node = self.node;
         self.readers.run(move |c| adopt(c, node, lanes)).await
     }
 
-    /// Woken (`NOTIFY`) when events were handed to this node: call [`PgStore::claim_handed`].
+    /// Woken (`NOTIFY`) when events were handed to this node: tell the dispatcher.
     pub fn handed_signal(&self) -> Arc<tokio::sync::Notify> {
         self.handed.clone()
-    }
-
-    /// Takes the events handed to this node (events of lanes it owns, written by other nodes or
-    /// behind such events), in id order, which within a lane is commit order. `deliver` gets them
-    /// before the claim commits, so a later event of the same lane that this node's writer commits
-    /// without handing reaches the dispatcher after them. Returns how many there were.
-    pub async fn claim_handed(&self, deliver: impl FnOnce(Vec<StoredEvent>) + Send + 'static) -> StoreResult<usize> {
-        let node = self.node;
-        self.readers
-            .run(move |c| {
-                c.client.batch_execute("BEGIN").map_err(db)?;
-                let rows = match c.query(
-                    concat!("UPDATE events SET handed = false WHERE node = $1 AND handed RETURNING ", outbox::event_columns!()),
-                    &[&node],
-                ) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = c.client.batch_execute("ROLLBACK");
-                        return Err(db(e));
-                    }
-                };
-                let mut events = match outbox::events(rows) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = c.client.batch_execute("ROLLBACK");
-                        return Err(e);
-                    }
-                };
-                events.sort_by_key(|e| e.id);
-                let n = events.len();
-                if n > 0 {
-                    deliver(events);
-                }
-                // Should the commit fail, the events stay handed and are taken again: sent twice at
-                // worst, never lost.
-                c.client.batch_execute("COMMIT").map_err(db)?;
-                Ok(n)
-            })
-            .await
     }
 
     /// Runs a closure on a pooled connection on a blocking thread (for tools and tests).
@@ -626,34 +589,33 @@ pub const ADOPT_LANES: i64 = 1000;
 const ADOPT_LOCK: i64 = 0x666f_6c6c_6f77_6434;
 
 /// Moves the pending events of nodes without a live lease to `node`, whole lanes at a time (at most
-/// `lanes` of them), and returns them in id order. The lanes' locks are held while they move, so a
-/// writer that is adding an event to one of them either commits first (and its event moves too) or
-/// finds the lane owned by `node` afterwards: a lane never ends up split between two nodes.
-fn adopt(c: &mut Conn, node: i64, lanes: i64) -> StoreResult<Vec<StoredEvent>> {
+/// `lanes` of them), handed, and returns how many moved. The lanes' locks are held while they move,
+/// so a writer that is adding an event to one of them either commits first (and its event moves too)
+/// or finds the lane owned by `node` afterwards: a lane never ends up split between two nodes. As the
+/// lanes' latest events are handed, later events of theirs are handed too, so none overtakes them.
+fn adopt(c: &mut Conn, node: i64, lanes: i64) -> StoreResult<u64> {
     let live_since = now_micros() / 1000 - LEASE_MS;
     c.client.batch_execute("BEGIN").map_err(db)?;
-    let rows = match adopt_locked(c, node, live_since, lanes) {
-        Ok(rows) => rows,
+    let moved = match adopt_locked(c, node, live_since, lanes) {
+        Ok(moved) => moved,
         Err(e) => {
             let _ = c.client.batch_execute("ROLLBACK");
             return Err(db(e));
         }
     };
     c.client.batch_execute("COMMIT").map_err(db)?;
-    let mut events = outbox::events(rows)?;
-    events.sort_by_key(|e| e.id);
-    if !events.is_empty() {
-        tracing::info!(events = events.len(), "adopted the pending webhooks of a node whose lease ran out");
+    if moved > 0 {
+        tracing::info!(events = moved, "adopted the pending webhooks of a node whose lease ran out");
     }
     // Leases long gone are forgotten (their events were adopted above or by another node).
     c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)?;
-    Ok(events)
+    Ok(moved)
 }
 
-fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<Vec<postgres::Row>, postgres::Error> {
+fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<u64, postgres::Error> {
     let leader: bool = c.query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&ADOPT_LOCK])?.is_some_and(|r| r.get(0));
     if !leader {
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let found = c.query(
         "SELECT DISTINCT app, from_account FROM events WHERE state = 0 AND node <> $1 \
@@ -661,7 +623,7 @@ fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<
         &[&node, &live_since, &lanes],
     )?;
     if found.is_empty() {
-        return Ok(Vec::new());
+        return Ok(0);
     }
     let apps: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
     let froms: Vec<String> = found.iter().map(|r| r.get(1)).collect();
@@ -671,13 +633,10 @@ fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<
          FROM unnest($1::bigint[], $2::text[]) AS x(a, f) ORDER BY k) s",
         &[&apps, &froms],
     )?;
-    c.query(
-        concat!(
-            "UPDATE events SET node = $1, handed = false WHERE state = 0 AND node <> $1 \
-             AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) \
-             AND (app, from_account) IN (SELECT a, f FROM unnest($3::bigint[], $4::text[]) AS x(a, f)) RETURNING ",
-            outbox::event_columns!()
-        ),
+    c.execute(
+        "UPDATE events SET node = $1, handed = true WHERE state = 0 AND node <> $1 \
+         AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) \
+         AND (app, from_account) IN (SELECT a, f FROM unnest($3::bigint[], $4::text[]) AS x(a, f))",
         &[&node, &live_since, &apps, &froms],
     )
 }

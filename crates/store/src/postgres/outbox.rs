@@ -3,14 +3,14 @@
 //! behind the graph's writer); listings read from the pool.
 
 use followd_graph::outbox::{
-    AttemptRecord, AttemptRow, BoxFuture, EventFilter, EventRef, EventRow, EventState, Outbox, Requeue, StoredEvent, WebhookId,
+    AttemptRecord, AttemptRow, BoxFuture, Deliver, EventFilter, EventRef, EventRow, EventState, Outbox, Requeue, StoredEvent, WebhookId,
     WebhookOverride,
 };
 use followd_graph::{AppId, StoreResult};
 use followd_protocol::{CallbackCommand, OptPlatform};
 use postgres::Row;
 
-use super::{Conn, PgStore};
+use super::{db, Conn, PgStore, HANDED_CHANNEL};
 
 /// The columns [`event_of`] and [`row_of`] read, in order.
 macro_rules! event_columns {
@@ -19,7 +19,6 @@ macro_rules! event_columns {
          attempts, last_error, updated_ms, webhook_id"
     };
 }
-pub(super) use event_columns;
 
 /// The advisory lock key of the delivery-log purge (the bytes of "followd2").
 const PURGE_LOCK: i64 = 0x666f_6c6c_6f77_6432;
@@ -77,6 +76,45 @@ fn event_ref(e: EventRef) -> (&'static str, Box<dyn postgres::types::ToSql + Syn
         // PostgreSQL databases hold no legacy ids: such a reference names no event.
         EventRef::Webhook(WebhookId::Legacy(_)) => ("false AND $1::bigint IS NULL", Box::new(None::<i64>)),
     }
+}
+
+/// Puts events back to pending, handed to the node that owns their lane's pending events (this one,
+/// `node`, when the lane has none), as a write does with a new event, and tells that node. The lanes'
+/// locks are taken first, in key order as writers and adoption take them, so the owner found is
+/// still the owner at commit. Returns the requeued events.
+fn requeue_handed(c: &mut Conn, app: i64, node: i64, which: Requeue) -> Result<Vec<Row>, postgres::Error> {
+    let now = now_ms();
+    let (cond, value): (String, Box<dyn postgres::types::ToSql + Sync + Send>) = match which {
+        Requeue::One(e) => {
+            let (cond, value) = event_ref(e);
+            (format!("{cond} AND app = $2 AND state != 0"), value)
+        }
+        Requeue::DeadBetween(start, end) => {
+            (format!("app = $2 AND state = 2 AND created_ms >= $1 AND created_ms < {end}"), Box::new(start))
+        }
+    };
+    c.client().execute(
+        &format!(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(from_account, app) AS k \
+             FROM events WHERE {cond} ORDER BY k) s"
+        ),
+        &[&*value, &app],
+    )?;
+    let rows = c.client().query(
+        &format!(
+            "UPDATE events e SET state = 0, retries = 0, next_at_ms = $3, updated_ms = $3, last_error = NULL, handed = true, \
+             node = COALESCE((SELECT p.node FROM events p WHERE p.app = e.app AND p.from_account = e.from_account \
+                              AND p.state = 0 ORDER BY p.id DESC LIMIT 1), $4) \
+             WHERE {cond} RETURNING {EVENT_COLUMNS}, node"
+        ),
+        &[&*value, &app, &now, &node],
+    )?;
+    let mut owners: Vec<i64> = rows.iter().map(|r| r.get(15)).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    // Delivered at commit only, as a write's.
+    c.client().execute(&format!("SELECT pg_notify('{HANDED_CHANNEL}', n::text) FROM unnest($1::bigint[]) n"), &[&owners])?;
+    Ok(rows)
 }
 
 fn with_rows<'a, T: Send + 'static>(
@@ -227,32 +265,54 @@ impl Outbox for PgStore {
     fn requeue(&self, app: AppId, which: Requeue) -> BoxFuture<'_, StoreResult<Vec<StoredEvent>>> {
         let (app, node) = (app as i64, self.node);
         Box::pin(async move {
-            let rows = self
-                .write_sql(move |c| {
-                    let now = now_ms();
-                    // This node's dispatcher sends what it puts back.
-                    let set = format!(
-                        "UPDATE events SET state = 0, retries = 0, next_at_ms = $3, updated_ms = $3, last_error = NULL, node = {node}"
-                    );
-                    match which {
-                        Requeue::One(e) => {
-                            let (cond, value) = event_ref(e);
-                            let sql = format!("{set} WHERE {cond} AND app = $2 AND state != 0 RETURNING {EVENT_COLUMNS}");
-                            c.client().query(&sql, &[&*value, &app, &now])
-                        }
-                        Requeue::DeadBetween(start, end) => {
-                            let sql = format!(
-                                "{set} WHERE app = $2 AND state = 2 AND created_ms >= $1 AND created_ms < $4 RETURNING {EVENT_COLUMNS}"
-                            );
-                            c.client().query(&sql, &[&start, &app, &now, &end])
-                        }
-                    }
-                })
-                .await?;
+            let rows = self.write_sql(move |c| requeue_handed(c, app, node, which)).await?;
             let mut out = events(rows)?;
             out.sort_by_key(|e| e.id);
             Ok(out)
         })
+    }
+
+    fn requeue_hands_off(&self) -> bool {
+        true
+    }
+
+    fn claim_handed(&self, app: AppId, limit: usize, deliver: Deliver) -> BoxFuture<'_, StoreResult<usize>> {
+        let (app, limit, node) = (app as i64, limit as i64, self.node);
+        Box::pin(self.readers.run(move |c| {
+            c.client.batch_execute("BEGIN").map_err(db)?;
+            // In id order. The dispatcher may start the next take before this one commits (it has
+            // the events by then): that take skips the rows this one holds and moves on to the next
+            // ones. (No index covers `(node, app, id) WHERE handed`: the plan walks either this
+            // node's handed events or the app's pending ones; both are short unless a backlog waits.)
+            let rows = match c.query(
+                concat!(
+                    "UPDATE events SET handed = false WHERE handed AND id IN (SELECT id FROM events \
+                     WHERE node = $1 AND app = $2 AND state = 0 AND handed ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING ",
+                    event_columns!()
+                ),
+                &[&node, &app, &limit],
+            ) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = c.client.batch_execute("ROLLBACK");
+                    return Err(db(e));
+                }
+            };
+            let mut taken = match events(rows) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = c.client.batch_execute("ROLLBACK");
+                    return Err(e);
+                }
+            };
+            taken.sort_by_key(|e| e.id);
+            let n = taken.len();
+            deliver(taken);
+            // Should the commit fail, the events stay handed and are taken again: sent twice at
+            // worst, never lost.
+            c.client.batch_execute("COMMIT").map_err(db)?;
+            Ok(n)
+        }))
     }
 
     fn purge_delivered(&self, before_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
