@@ -282,8 +282,8 @@ impl Outbox for PgStore {
             c.client.batch_execute("BEGIN").map_err(db)?;
             // In id order. The dispatcher may start the next take before this one commits (it has
             // the events by then): that take skips the rows this one holds and moves on to the next
-            // ones. (No index covers `(node, app, id) WHERE handed`: the plan walks either this
-            // node's handed events or the app's pending ones; both are short unless a backlog waits.)
+            // ones. `events_handed` (node, app, id) WHERE handed leads to them, however large the
+            // app's own backlog on this node.
             let rows = match c.query(
                 concat!(
                     "UPDATE events SET handed = false WHERE handed AND id IN (SELECT id FROM events \

@@ -135,6 +135,13 @@ CREATE TABLE bulk_marks (
 "#,
     // The Standard Webhooks signing secret, changed from the console (NULL keeps the config file's).
     "ALTER TABLE webhook_overrides ADD COLUMN signing_secret text;",
+    r#"
+-- A node takes the events handed to it one app at a time, through that app's share of its memory: by
+-- (node, app) in id order, without walking the node's own backlog of the app or other apps' handed
+-- events.
+DROP INDEX events_handed;
+CREATE INDEX events_handed ON events(node, app, id) WHERE handed;
+"#,
 ];
 
 /// The schema version this build writes.
