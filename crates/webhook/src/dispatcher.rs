@@ -63,6 +63,8 @@ enum Msg {
     Enqueue(Vec<StoredEvent>),
     /// A read from the outbox that an app's window asked for (`None`: the read failed).
     Loaded(AppId, Load, Option<Vec<StoredEvent>>),
+    /// A take of handed events, whose events came with `Loaded`, has committed or failed.
+    TakeEnded(AppId),
     /// Events may have been handed to this node.
     Handed,
     Done(Box<Done>),
@@ -335,6 +337,10 @@ impl Actor {
                 self.enqueue(events);
                 self.maybe_reload(app);
             }
+            Msg::TakeEnded(app) => {
+                self.windows.take_ended(app);
+                self.maybe_reload(app);
+            }
             Msg::Handed => {
                 for app in self.windows.handed() {
                     self.maybe_reload(app);
@@ -409,15 +415,20 @@ impl Actor {
                         s.store(true, Ordering::SeqCst);
                         let _ = tx.send(Msg::Loaded(app, l, Some(events)));
                     });
+                    // Every take whose result was passed on ends with `TakeEnded`, once it committed
+                    // (or failed to: its events stay handed and are taken again, sent twice at worst).
                     match outbox.claim_handed(app, limit, deliver).await {
-                        Ok(_) => return,
-                        // Passed on, but the take failed to commit: the events stay handed and are
-                        // taken again (sent twice at worst).
-                        Err(e) if sent.load(Ordering::SeqCst) => {
-                            tracing::error!(app, error = %e, "taking the webhooks handed to this node did not commit");
+                        Err(e) if !sent.load(Ordering::SeqCst) => Err(e),
+                        taken => {
+                            if !sent.load(Ordering::SeqCst) {
+                                // A store that hands no events answers without passing any on.
+                                let _ = me.send(Msg::Loaded(app, load.clone(), Some(Vec::new())));
+                            } else if let Err(e) = taken {
+                                tracing::error!(app, error = %e, "taking the webhooks handed to this node did not commit");
+                            }
+                            let _ = me.send(Msg::TakeEnded(app));
                             return;
                         }
-                        Err(e) => Err(e),
                     }
                 }
             };

@@ -281,10 +281,12 @@ impl Windows {
     }
 
     /// The result of a read `app` asked for (`None`: it failed and may be asked again): the events
-    /// to take into memory.
+    /// to take into memory. A take of handed events passes them on before it commits: the app starts
+    /// no other read until [`Windows::take_ended`], as a read-back made before that commit would still
+    /// see them as handed, pass over them and move `high` past them.
     pub fn loaded(&mut self, app: AppId, load: Load, result: Option<Vec<StoredEvent>>) -> Vec<StoredEvent> {
         let w = self.window(app);
-        w.loading = None;
+        w.loading = matches!((&load, &result), (Load::Handed { .. }, Some(_))).then_some(false);
         let held = w.held - std::mem::take(&mut w.reserved);
         let events = match (load, result) {
             (Load::Ids(ids), None) => {
@@ -324,8 +326,8 @@ impl Windows {
                 }
                 let high = w.high;
                 if w.spilled {
-                    // A commit spilled the app while the take ran: those above `high` are now plain
-                    // pending events of this node, which the read-back reaches in id order, after the
+                    // Those above `high` are plain pending events of this node once the take commits
+                    // (no read starts before), which the read-back reaches in id order, after the
                     // app's older events still in the outbox.
                     if let Some(last) = events.last().filter(|e| e.id > high) {
                         w.dropped_up_to = w.dropped_up_to.max(last.id);
@@ -343,6 +345,12 @@ impl Windows {
         };
         self.resize(app, held + events.len());
         events
+    }
+
+    /// The take of handed events whose result [`Windows::loaded`] had has committed (or failed, and
+    /// its events are still handed): `app` may read again.
+    pub fn take_ended(&mut self, app: AppId) {
+        self.window(app).loading = None;
     }
 
     /// One of `app`'s events left memory (delivered or dead). Returns the apps that were waiting for

@@ -179,6 +179,16 @@ fn a_commit_is_split_by_app_keeping_each_apps_order() {
     assert!(by_app(Vec::new()).is_empty());
 }
 
+/// What reaches the dispatcher besides commits.
+enum Sent {
+    /// Requeued events.
+    Replay(Vec<i64>),
+    /// The result of a read (`None`: it failed).
+    Read(Load, Option<Vec<i64>>),
+    /// A take of handed events committed.
+    TakeEnded,
+}
+
 /// The outbox, the two channels into the dispatcher and its memory, driven in random order.
 struct Sim {
     rng: StdRng,
@@ -193,8 +203,11 @@ struct Sim {
     next_id: i64,
     /// Commits published after their commit: (app, id) in commit order.
     commits: VecDeque<Vec<(AppId, i64)>>,
-    /// Replays and read results, in the order they were sent.
-    msgs: VecDeque<(AppId, Option<Load>, Option<Vec<i64>>)>,
+    /// Replays, read results and the ends of takes, in the order they were sent.
+    msgs: VecDeque<(AppId, Sent)>,
+    /// Takes of handed events whose result was sent and that have not committed yet: their events
+    /// are still handed in the outbox.
+    takes: Vec<(AppId, Vec<i64>)>,
     /// Reads started, not yet made: (app, load).
     reads: Vec<(AppId, Load)>,
     /// Reads made, their results not yet sent (a replay may be sent in between).
@@ -236,6 +249,7 @@ impl Sim {
             next_id: 1,
             commits: VecDeque::new(),
             msgs: VecDeque::new(),
+            takes: Vec::new(),
             reads: Vec::new(),
             made: Vec::new(),
             held: BTreeMap::new(),
@@ -315,6 +329,8 @@ impl Sim {
     /// A stop and a start: what was published, read or held is gone (the records of finished events
     /// are written on the way out); the new dispatcher loads each app's first page.
     fn restart(&mut self) {
+        // A take that had not committed is rolled back: its events are still handed.
+        self.takes.clear();
         self.record();
         self.commits.clear();
         self.msgs.clear();
@@ -363,35 +379,45 @@ impl Sim {
     }
 
     fn deliver(&mut self) {
-        let Some((app, load, result)) = self.msgs.pop_front() else { return };
-        match load {
-            None => {
-                let mut replayed: Vec<StoredEvent> = result.unwrap().iter().map(|&i| ev(app, i)).collect();
+        let Some((app, sent)) = self.msgs.pop_front() else { return };
+        match sent {
+            Sent::Replay(ids) => {
+                let mut replayed: Vec<StoredEvent> = ids.iter().map(|&i| ev(app, i)).collect();
                 self.w.replay(app, &mut replayed);
                 self.take(app, replayed, true);
             }
-            Some(load) => {
+            Sent::Read(load, result) => {
                 let by_id = matches!(load, Load::Ids(_) | Load::Handed { .. });
                 let events = result.map(|r| r.iter().map(|&i| ev(app, i)).collect());
                 let got = self.w.loaded(app, load, events);
                 self.take(app, got, by_id);
             }
+            Sent::TakeEnded => self.w.take_ended(app),
         }
         self.maybe_load(app);
     }
 
-    /// Makes one read that was started (it sees the outbox as it is now), or sends the result of one.
+    /// Makes one read that was started (it sees the outbox as it is now), sends the result of one,
+    /// or commits a take of handed events (whose result was sent when it was made).
     fn read(&mut self) {
+        if !self.takes.is_empty() && self.rng.random_bool(0.3) {
+            let (app, taken) = self.takes.swap_remove(self.rng.random_range(0..self.takes.len()));
+            for i in &taken {
+                self.handed.remove(i);
+            }
+            self.msgs.push_back((app, Sent::TakeEnded));
+            return;
+        }
         if !self.made.is_empty() && (self.reads.is_empty() || self.rng.random_bool(0.5)) {
             let made = self.made.swap_remove(self.rng.random_range(0..self.made.len()));
-            self.msgs.push_back((made.0, Some(made.1), made.2));
+            self.msgs.push_back((made.0, Sent::Read(made.1, made.2)));
             return;
         }
         if self.reads.is_empty() {
             return;
         }
         let (app, load) = self.reads.swap_remove(self.rng.random_range(0..self.reads.len()));
-        let result = (self.rng.random_range(0..20) != 0).then(|| match &load {
+        let result: Option<Vec<i64>> = (self.rng.random_range(0..20) != 0).then(|| match &load {
             Load::After { after, limit } => self
                 .db
                 .range(after + 1..)
@@ -400,15 +426,18 @@ impl Sim {
                 .take(*limit)
                 .collect(),
             Load::Ids(ids) => ids.iter().copied().filter(|i| self.db[i].1).collect(),
-            // The take is committed when it is made: they are no longer handed.
+            // Its result is sent before the take commits; until then they are still handed, and
+            // another take skips them (SKIP LOCKED).
             Load::Handed { limit, .. } => {
-                let taken: Vec<i64> = self.handed.iter().copied().filter(|i| self.db[i].0 == app).take(*limit).collect();
-                for i in &taken {
-                    self.handed.remove(i);
-                }
-                taken
+                let locked: BTreeSet<i64> = self.takes.iter().flat_map(|t| t.1.iter().copied()).collect();
+                self.handed.iter().copied().filter(|i| self.db[i].0 == app && !locked.contains(i)).take(*limit).collect()
             }
         });
+        if let (Load::Handed { .. }, Some(taken)) = (&load, &result) {
+            self.takes.push((app, taken.clone()));
+            self.msgs.push_back((app, Sent::Read(load, result)));
+            return;
+        }
         self.made.push((app, load, result));
     }
 
@@ -427,10 +456,16 @@ impl Sim {
         }
     }
 
+    /// Writes the records of finished events, except those a take that has not committed holds (their
+    /// rows are locked until it ends). A recorded event is no longer pending, so no longer handed.
     fn record(&mut self) {
-        for id in self.unrecorded.drain(..) {
+        let locked: BTreeSet<i64> = self.takes.iter().flat_map(|t| t.1.iter().copied()).collect();
+        let (blocked, ready): (Vec<i64>, Vec<i64>) = self.unrecorded.drain(..).partition(|i| locked.contains(i));
+        for id in ready {
             self.db.get_mut(&id).unwrap().1 = false;
+            self.handed.remove(&id);
         }
+        self.unrecorded = blocked;
     }
 
     /// Replays a few recorded events of one app (replay_event or replay_dead).
@@ -448,7 +483,7 @@ impl Sim {
             row.1 = true;
             row.2 += 1;
         }
-        self.msgs.push_back((app, None, Some(chosen)));
+        self.msgs.push_back((app, Sent::Replay(chosen)));
     }
 
     /// Lets everything settle: every pending event must end up taken and finished.
@@ -456,6 +491,7 @@ impl Sim {
         for _ in 0..100_000 {
             if self.commits.is_empty()
                 && self.msgs.is_empty()
+                && self.takes.is_empty()
                 && self.reads.is_empty()
                 && self.made.is_empty()
                 && self.held.is_empty()
