@@ -208,10 +208,11 @@ fn target(r: &Received) -> String {
 }
 
 /// Alice's first three events die; her fourth is in flight on node A (the receiver answers it after
-/// 5 s) when node B's admin API replays the dead ones, and a fifth is written through node B. Node A
-/// owns alice's lane, so it gets the replayed events: they reach the receiver after the fourth was
-/// answered (one attempt of a lane at a time, as on one node), in id order, and before the fifth,
-/// each once.
+/// 5 s) when node B's admin API replays the dead ones; a fifth is written through node A at once (the
+/// lane's newest pending event is then its fourth, not handed, but the replays are), and a sixth
+/// through node B. Node A owns alice's lane, so it gets the replayed events: they reach the receiver
+/// after the fourth was answered (one attempt of a lane at a time, as on one node), in id order, and
+/// before the fifth and the sixth, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     let Some(url) = crate::pg::url("a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane") else { return };
@@ -236,7 +237,7 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     let top = format!("database_url = \"{}\"", db.url);
     let extra = hook(&rx.url("/cb"), "retry_schedule_ms = [10]\ntimeout_ms = 10000");
     let (a_node, b_node) = (spawn_with_top(&top, &extra, "").await, spawn_with_top(&top, &extra, "").await);
-    a_node.import(&["alice", "t0", "t1", "t2", "t3", "t4"]).await;
+    a_node.import(&["alice", "t0", "t1", "t2", "t3", "t4", "t5"]).await;
     let start_ms = followd::now_secs() as i64 * 1000 - 1000;
     for t in ["t0", "t1", "t2"] {
         assert_ok(&a_node.follow("alice", &[t]).await);
@@ -260,16 +261,17 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     let r = b_node.call("callback_config/replay_dead", json!({"StartTime": start_ms, "EndTime": start_ms + 3_600_000})).await;
     assert_ok(&r);
     assert_eq!(r["Replayed"], 3, "{r}");
-    assert_ok(&b_node.follow("alice", &["t4"]).await);
+    assert_ok(&a_node.follow("alice", &["t4"]).await);
+    assert_ok(&b_node.follow("alice", &["t5"]).await);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while answered.lock().len() < 5 {
+    while answered.lock().len() < 6 {
         assert!(Instant::now() < deadline, "answered so far: {:?}", answered.lock());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = answered.lock().clone();
     let order: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(order, ["t3", "t0", "t1", "t2", "t4"], "the lane's events as the receiver answered them");
+    assert_eq!(order, ["t3", "t0", "t1", "t2", "t4", "t5"], "the lane's events as the receiver answered them");
     // Each was sent once its predecessor had been answered.
     for w in got.windows(2) {
         assert!(w[1].1 >= w[0].1, "{} was sent before {} was answered", w[1].0, w[0].0);
@@ -278,7 +280,7 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
         let r = c.query_one("SELECT count(*), count(DISTINCT node) FROM events", &[]).unwrap();
         (r.get(0), r.get(1))
     });
-    assert_eq!((events, owners), (5, 1), "alice's five events, all sent by the node that owns her lane");
+    assert_eq!((events, owners), (6, 1), "alice's six events, all sent by the node that owns her lane");
     a_node.stop().await;
     b_node.stop().await;
 }

@@ -547,6 +547,8 @@ async fn a_batch_read_ahead_answers_as_its_jobs_one_by_one() {
     let db = crate::pg::TestDb::create(&url);
     let pg = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
     let on_pg = read_ahead_jobs(pg.clone()).await;
+    // The eleven follows and unfollows of the batch (a job's turn may split it, never below ten).
+    assert!(pg.read_ahead() >= 10, "only {} jobs were read ahead with others", pg.read_ahead());
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteStore::open(dir.path(), Durability::Process, CommitHooks::default()).unwrap());
     let on_sqlite = read_ahead_jobs(sqlite.clone()).await;

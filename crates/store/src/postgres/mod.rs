@@ -63,8 +63,9 @@ fn pair_edges_of(src: impl Iterator<Item = i64>, dst: impl Iterator<Item = i64>)
 /// `sql` with each parameter `$n` (n from 1 to 9) replaced by the literal of the integer array
 /// `arrays[n - 1]`, for the multi-statement queries of the simple protocol.
 fn with_arrays(sql: &str, arrays: &[&[i64]]) -> String {
-    debug_assert!(arrays.len() < 10);
+    assert!(arrays.len() < 10, "`$1` would also match `$10`");
     let mut out = sql.to_owned();
+    // The inserted text has no `$`, so one replacement cannot make another's parameter.
     for (i, a) in arrays.iter().enumerate() {
         out = out.replace(&format!("${}", i + 1), &format!("'{{{}}}'", int_list(a.iter().copied())));
     }
@@ -226,6 +227,8 @@ pub struct PgStore {
     heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     jobs: Mutex<Option<mpsc::Sender<Queued>>>,
+    /// Jobs whose reads the writer made together with another job's ([`PgStore::read_ahead`]).
+    read_ahead: Arc<std::sync::atomic::AtomicU64>,
     refused: std::sync::atomic::AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReadPool>,
@@ -252,11 +255,13 @@ impl PgStore {
         .join()
         .map_err(|_| StoreError::database(std::io::Error::other("the migration thread panicked")))??;
         let (tx, rx) = mpsc::channel(write_queue.max(1));
+        let read_ahead = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ahead = read_ahead.clone();
         let writer_hooks = hooks.clone();
         let url_w = url.to_owned();
         let writer = std::thread::Builder::new()
             .name("followd-pg-writer".into())
-            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node }.run(rx))
+            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node, read_ahead: ahead }.run(rx))
             .map_err(StoreError::database)?;
         let heartbeat = start_heartbeat(url.to_owned(), node)?;
         let handed = Arc::new(tokio::sync::Notify::new());
@@ -267,6 +272,7 @@ impl PgStore {
             heartbeat: Mutex::new(Some(heartbeat)),
             listener: Mutex::new(Some(listener)),
             jobs: Mutex::new(Some(tx)),
+            read_ahead,
             refused: 0.into(),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(ReadPool {
@@ -276,6 +282,12 @@ impl PgStore {
             }),
             hooks,
         })
+    }
+
+    /// How many jobs so far had their reads made together with at least one other job's (a batch
+    /// of several jobs that said what they read): for tests and metrics.
+    pub fn read_ahead(&self) -> u64 {
+        self.read_ahead.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The hooks this store fires after each commit.
@@ -759,6 +771,8 @@ struct Writer {
     conn: Option<Conn>,
     last_key: TimeKey,
     hooks: CommitHooks,
+    /// [`PgStore::read_ahead`].
+    read_ahead: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A queued write job, with what it said it will read.
@@ -877,9 +891,12 @@ impl Writer {
                 return (Vec::new(), Err((db(e), retry)));
             }
         } else {
-            // BEGIN is sent with the batch's reads. A failure fails the jobs' first step, as if
-            // each had read on its own, and the batch is rolled back (or run again) as any other.
-            let _ = tx.prefetch_batch(&plans);
+            // BEGIN is sent with the batch's reads. A failure is kept in `tx.failed`: it fails the
+            // jobs' first step, as if each had read on its own, and the batch is rolled back (or run
+            // again) as any other.
+            if tx.prefetch_batch(&plans).is_ok() && plans.len() > 1 {
+                self.read_ahead.fetch_add(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
         let outcome = tx.commit();
@@ -934,7 +951,8 @@ struct PgWriteTx<'w> {
     /// The webhook events of this batch, in the order the rules emitted them, stored just before
     /// commit by [`PgWriteTx::flush_events`].
     emitted: Vec<(NewEvent, uuid::Uuid, String)>,
-    /// Names [`WriteTx::warm_ids`] found no account for in this transaction: [`WriteTx::lookup`]
+    /// Names [`WriteTx::warm_ids`] or the batch's read ([`PgWriteTx::prefetch_batch`]) found no
+    /// account for in this transaction: [`WriteTx::lookup`]
     /// answers `None` for them without a round trip (creating one goes through `upsert_account`,
     /// whose insert finds an account another node made meanwhile).
     absent: HashSet<(AppId, UserId)>,
@@ -1151,7 +1169,7 @@ impl PgWriteTx<'_> {
     /// lane free; the lock is taken by a statement of its own, so the insert's snapshot sees every
     /// event committed by the transactions it waited for. Each event goes to the node owning its
     /// lane's pending events (this one if none), and is handed to it when that is another node or
-    /// when the lane already has handed events. Events of one lane in one batch find the same owner
+    /// when the lane has handed events (any of them: requeued ones keep their old, lower ids). Events of one lane in one batch find the same owner
     /// (the first of them would have made this node the owner of a free lane, unhanded), so the lane
     /// is looked at once per statement.
     fn flush_events(&mut self) -> StoreResult<()> {
@@ -1179,8 +1197,10 @@ impl PgWriteTx<'_> {
             c.query(
                 "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
                             WITH ORDINALITY AS x(app, webhook_id, command, from_account, body, client_ip, platform, n)), \
-                      lane AS (SELECT l.app, l.from_account, p.node, p.handed FROM (SELECT DISTINCT app, from_account FROM x) l \
-                            LEFT JOIN LATERAL (SELECT e.node, e.handed FROM events e WHERE e.app = l.app AND e.from_account = l.from_account \
+                      lane AS (SELECT l.app, l.from_account, p.node, EXISTS (SELECT 1 FROM events h WHERE h.app = l.app \
+                            AND h.from_account = l.from_account AND h.handed AND h.state = 0) AS handed \
+                            FROM (SELECT DISTINCT app, from_account FROM x) l \
+                            LEFT JOIN LATERAL (SELECT e.node FROM events e WHERE e.app = l.app AND e.from_account = l.from_account \
                             AND e.state = 0 ORDER BY e.id DESC LIMIT 1) p ON true) \
                  INSERT INTO events(app, webhook_id, command, from_account, body, client_ip, platform, created_ms, next_at_ms, updated_ms, node, handed) \
                  SELECT x.app, x.webhook_id, x.command, x.from_account, x.body, x.client_ip, x.platform, $8, $8, $8, \

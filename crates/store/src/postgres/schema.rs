@@ -138,9 +138,11 @@ CREATE TABLE bulk_marks (
     r#"
 -- A node takes the events handed to it one app at a time, through that app's share of its memory: by
 -- (node, app) in id order, without walking the node's own backlog of the app or other apps' handed
--- events.
+-- events. A write asks whether a lane has handed events (requeued ones keep their old ids, so the
+-- lane's newest event does not tell) without walking the lane's backlog.
 DROP INDEX events_handed;
 CREATE INDEX events_handed ON events(node, app, id) WHERE handed;
+CREATE INDEX events_lane_handed ON events(app, from_account) WHERE handed;
 "#,
 ];
 
