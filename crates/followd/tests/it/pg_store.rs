@@ -563,3 +563,86 @@ async fn a_batch_read_ahead_answers_as_its_jobs_one_by_one() {
     .await
     .unwrap();
 }
+
+/// The counter fold works through the deltas a chunk of users at a time, resuming where its time
+/// budget stopped it, and skips a user whose row a writer holds (its deltas wait for a later pass):
+/// 2,500 users with two deltas each are folded exactly, the held one only once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_fold_goes_chunk_by_chunk_and_skips_held_rows() {
+    use followd_store::postgres::{fold_counts, fold_some};
+    let Some(url) = crate::pg::url("the_counter_fold_goes_chunk_by_chunk_and_skips_held_rows") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let store = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..2500).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*store, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    let held: i64 = db.with(|c| {
+        for _ in 0..2 {
+            c.execute("INSERT INTO count_deltas(app, uid, followers, following, mutual) SELECT app, id, 1, 2, 3 FROM accounts", &[])
+                .unwrap();
+        }
+        c.query_one("SELECT id FROM accounts WHERE user_id = 'u7'", &[]).unwrap().get(0)
+    });
+    // A writer holds u7's row (as a follow under a limit does) until told to finish.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder_url = db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&held]).unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        tx.rollback().unwrap();
+    });
+    is_locked.recv().unwrap();
+    // No time budget: each call folds one chunk (or nothing, when the heartbeat's fold holds the
+    // turn), then says where the next one starts.
+    // The cursor lives between calls, as in the heartbeat thread; it goes back to 0 after a pass.
+    let (mut cursor, mut calls, mut wrapped) = (0i64, 0, 0);
+    loop {
+        let (rows, next) = store
+            .with_conn(move |c| {
+                let mut cursor = cursor;
+                let rows = fold_some(c, &mut cursor, std::time::Duration::ZERO)?;
+                Ok((rows, cursor))
+            })
+            .await
+            .unwrap();
+        assert!(rows <= 2 * 1000, "one call without budget folded {rows} rows, more than one chunk");
+        assert!(next == 0 || next > cursor, "the cursor went from {cursor} back to {next} without ending a pass");
+        wrapped += usize::from(next == 0 && cursor != 0);
+        cursor = next;
+        calls += 1;
+        let left: i64 = db.with(|c| c.query_one("SELECT count(DISTINCT uid) FROM count_deltas", &[]).unwrap().get(0));
+        if (left <= 1 && wrapped > 0) || calls > 200 {
+            break;
+        }
+    }
+    assert!(calls >= 3, "2,500 users were folded in {calls} calls of at most 1,000");
+    let (left, held_left): (i64, i64) = db.with(move |c| {
+        let r = c.query_one("SELECT count(*), count(*) FILTER (WHERE uid = $1) FROM count_deltas", &[&held]).unwrap();
+        (r.get(0), r.get(1))
+    });
+    assert_eq!((left, held_left), (2, 2), "everything but the held row's deltas is folded");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    for _ in 0..50 {
+        store.with_conn(fold_counts).await.unwrap();
+        if db.with(|c| c.query_one("SELECT count(*) FROM count_deltas", &[]).unwrap().get::<_, i64>(0)) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (n, wrong): (i64, i64) = db.with(|c| {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE (followers, following, mutual) <> (2, 4, 6)) FROM accounts a \
+                 WHERE NOT EXISTS (SELECT 1 FROM count_deltas d WHERE d.uid = a.id)",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    });
+    assert_eq!((n, wrong), (2500, 0), "every account folded once, exactly");
+    tokio::task::spawn_blocking(move || store.close()).await.unwrap();
+}
