@@ -398,6 +398,9 @@ pub struct Prefetch {
     pub targets: Vec<UserId>,
     /// Whether the rules read `from`'s counters (a follow under a limit that counts them).
     pub counts: bool,
+    /// Whether the job adds edges (a follow): a backend shared by several processes keeps the
+    /// accounts it names from being deleted until it commits.
+    pub adds: bool,
 }
 
 /// A unit of write work: runs inside the writer's transaction and returns what to do once the

@@ -87,7 +87,7 @@ fn from_limited(limits: &Limits) -> bool {
 
 /// What [`follow_add`] (`add`) or [`follow_delete`] of `from` and `targets` will read.
 pub fn prefetch(cx: &WriteContext, from: &UserId, targets: &[UserId], add: bool) -> Prefetch {
-    Prefetch { app: cx.app, from: from.clone(), targets: targets.to_vec(), counts: add && from_limited(&cx.limits) }
+    Prefetch { app: cx.app, from: from.clone(), targets: targets.to_vec(), counts: add && from_limited(&cx.limits), adds: add }
 }
 
 /// `follow_add`: `from` follows each target. One result per distinct target, in request order.

@@ -646,3 +646,66 @@ async fn the_counter_fold_goes_chunk_by_chunk_and_skips_held_rows() {
     assert_eq!((n, wrong), (2500, 0), "every account folded once, exactly");
     tokio::task::spawn_blocking(move || store.close()).await.unwrap();
 }
+
+/// Node B's follow has read its accounts' ids and waits (for a pair lock held elsewhere) while node
+/// A deletes the target entirely; when it goes on, it finds the target gone (30003) and adds no edge
+/// to an account that no longer exists (which would stay behind, invisible, with the follower's
+/// `following` one too high).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge() {
+    use followd_graph::deletion;
+    let Some(url) = crate::pg::url("a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let a = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..2).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    let (u0, u1): (i64, i64) = db.with(|c| {
+        let id = |c: &mut postgres::Client, u: &str| c.query_one("SELECT id FROM accounts WHERE user_id = $1", &[&u]).unwrap().get(0);
+        (id(c, "u0"), id(c, "u1"))
+    });
+    let key = followd_store::postgres::pair_key(u0, u1);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder_url = db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
+        c.execute("SELECT pg_advisory_lock($1)", &[&key]).unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        c.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
+    });
+    is_locked.recv().unwrap();
+    let follow = tokio::spawn(prefetched(&b, true, 0, &[1], None));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 =
+            db.with(|c| c.query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[]).unwrap().get(0));
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node B's follow never waited for the pair lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let d = followd_graph::write(&*a, |tx| deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await.unwrap();
+    assert_eq!((d.removed, d.unfinished), (0, 0), "{d:?}");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let answer = follow.await.unwrap();
+    assert!(answer.contains("code: 30003"), "the follow of a deleted account answered {answer}");
+    let (edges, following): (i64, i64) = db.with(move |c| {
+        let e = c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0);
+        let f = c
+            .query_one("SELECT (a.following + coalesce((SELECT sum(following) FROM count_deltas WHERE uid = a.id), 0))::bigint FROM accounts a WHERE id = $1", &[&u0])
+            .unwrap()
+            .get::<_, i64>(0);
+        (e, f)
+    });
+    assert_eq!((edges, following), (0, 0), "an edge or a count was left for the deleted account");
+    tokio::task::spawn_blocking(move || {
+        a.close();
+        drop(b);
+    })
+    .await
+    .unwrap();
+}

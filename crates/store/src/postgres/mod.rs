@@ -9,9 +9,12 @@
 //!
 //! What keeps several nodes exact (READ COMMITTED, explicit locks):
 //! - counters are changed by `UPDATE … SET n = n + delta`, never written back from a read, so no
-//!   update is lost; a write transaction reads a user's counters `FOR UPDATE`, so a limit check
+//!   update is lost; a write transaction reads a user's counters `FOR NO KEY UPDATE`, so a limit check
 //!   (`max_following`, `max_followers`, `max_mutual`) and the insert it allows cannot race another
 //!   node's;
+//! - a follow holds the accounts it names `FOR KEY SHARE` until it commits and a deletion's tombstone
+//!   takes `FOR UPDATE`, so a deletion on another node either sees the follow's new edge or makes the
+//!   follow find the account gone (for follows queued with their [`Prefetch`], as the API's are);
 //! - the first look at a pair (`edge`) takes a transaction advisory lock on the unordered pair, so
 //!   two nodes adding `a → b` and `b → a` at once cannot both miss the mutual relation;
 //! - a mutual row is keyed and deleted by its pair, never by a recomputed time key, so clock skew
@@ -125,7 +128,7 @@ type IntRows = Vec<Vec<Option<i64>>>;
 
 /// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
 fn lock_and_count(uid: Uid) -> String {
-    format!("SELECT 1 FROM accounts WHERE id = {uid} FOR UPDATE; {}", COUNTS.replace("$1", &uid.to_string()))
+    format!("SELECT 1 FROM accounts WHERE id = {uid} FOR NO KEY UPDATE; {}", COUNTS.replace("$1", &uid.to_string()))
 }
 
 /// Reads the counters of [`COUNTS`] from a row of [`Conn::int_results`] (none: no such account).
@@ -408,8 +411,8 @@ const PREFETCH_ACCOUNTS: &str =
      l AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM (SELECT DISTINCT k FROM p ORDER BY k) x) \
      SELECT acc.id, acc.user_id, p.k FROM acc LEFT JOIN p ON p.id = acc.id CROSS JOIN l";
 
-/// The advisory lock key of the unordered pair `{a, b}`.
-fn pair_key(a: Uid, b: Uid) -> i64 {
+/// The advisory lock key of the unordered pair `{a, b}` (public for tests and tools).
+pub fn pair_key(a: Uid, b: Uid) -> i64 {
     let (lo, hi) = (a.min(b), a.max(b));
     lo.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ hi
 }
@@ -474,7 +477,7 @@ pub fn fold_some(c: &mut Conn, cursor: &mut i64, budget: std::time::Duration) ->
         // is the chunk's last user (NULL: no user after the cursor has deltas).
         let row = tx.query_one(
             "WITH u AS (SELECT DISTINCT uid FROM count_deltas WHERE uid > $1 ORDER BY uid LIMIT $2), \
-                  l AS (SELECT a.id FROM accounts a WHERE a.id IN (SELECT uid FROM u) FOR UPDATE OF a SKIP LOCKED), \
+                  l AS (SELECT a.id FROM accounts a WHERE a.id IN (SELECT uid FROM u) FOR NO KEY UPDATE OF a SKIP LOCKED), \
                   d AS (DELETE FROM count_deltas c WHERE c.uid IN (SELECT id FROM l) \
                         OR (c.uid IN (SELECT uid FROM u) AND NOT EXISTS (SELECT 1 FROM accounts x WHERE x.id = c.uid)) \
                         RETURNING uid, followers, following, mutual), \
@@ -1335,7 +1338,7 @@ impl PgWriteTx<'_> {
                 }
             }
         }
-        let (mut keys, mut unknown, mut count_ids) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut unknown, mut count_ids, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut apps: Vec<i64> = Vec::new();
         for p in plans {
             if !self.deleting.contains_key(&p.app) {
@@ -1345,8 +1348,14 @@ impl PgWriteTx<'_> {
             if p.counts && self.counts.get(&src).is_none_or(|c| c.0.is_none()) {
                 count_ids.push(src);
             }
+            if p.adds {
+                kept.push(src);
+            }
             for t in &p.targets {
                 let Some(&d) = self.ids.get(&(p.app, t.clone())) else { continue };
+                if p.adds {
+                    kept.push(d);
+                }
                 if d == src {
                     continue;
                 }
@@ -1356,7 +1365,7 @@ impl PgWriteTx<'_> {
                 unknown.extend([(src, d), (d, src)].into_iter().filter(|e| !self.edges.contains_key(e)));
             }
         }
-        for v in [&mut keys, &mut count_ids, &mut apps] {
+        for v in [&mut keys, &mut count_ids, &mut apps, &mut kept] {
             v.sort_unstable();
             v.dedup();
         }
@@ -1380,8 +1389,18 @@ impl PgWriteTx<'_> {
         }
         let counts_at = (!count_ids.is_empty()).then(|| {
             let ids = int_list(count_ids.iter().copied());
-            next(&mut sql, format!("SELECT id FROM accounts WHERE id = ANY('{{{ids}}}'::bigint[]) ORDER BY id FOR UPDATE"));
+            next(&mut sql, format!("SELECT id FROM accounts WHERE id = ANY('{{{ids}}}'::bigint[]) ORDER BY id FOR NO KEY UPDATE"));
             next(&mut sql, format!("{COUNTS_OF} WHERE a.id = ANY('{{{ids}}}'::bigint[]) GROUP BY a.id"))
+        });
+        // The accounts a follow names stay until it commits: a deletion's tombstone (`FOR UPDATE`)
+        // waits for it, and its pass over the account's edges then finds the new one. One deleted
+        // since its id was read is not returned: the batch no longer knows it.
+        let kept_at = (!kept.is_empty()).then(|| {
+            let ids = int_list(kept.iter().copied());
+            next(
+                &mut sql,
+                format!("SELECT id FROM accounts WHERE id = ANY('{{{ids}}}'::bigint[]) AND NOT deleted ORDER BY id FOR KEY SHARE"),
+            )
         });
         let edges_at =
             (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
@@ -1411,6 +1430,15 @@ impl PgWriteTx<'_> {
         }
         for e in unknown {
             self.edges.entry(e).or_insert(None);
+        }
+        let live: HashSet<Uid> = rows(kept_at).iter().filter_map(|r| r.first().copied().flatten()).collect();
+        for id in kept.into_iter().filter(|id| !live.contains(id)) {
+            if let Some(key) = self.accounts.remove(&id) {
+                if self.ids.get(&key) == Some(&id) {
+                    self.ids.remove(&key);
+                }
+                self.absent.insert(key);
+            }
         }
         let mut deleting: HashMap<AppId, Vec<Uid>> = apps.iter().map(|&a| (a as AppId, Vec::new())).collect();
         for r in rows(deletions_at) {
@@ -1678,7 +1706,7 @@ impl WriteTx for PgWriteTx<'_> {
         }
         let id: Uid = self.guard(|c| {
             let row = c.query_opt(
-                "SELECT id, nick, face_url FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted FOR UPDATE",
+                "SELECT id, nick, face_url FROM accounts WHERE app = $1 AND user_id = $2 AND NOT deleted FOR NO KEY UPDATE",
                 &[&app, &user.as_str()],
             )?;
             let Some(row) = row else { return Ok(None) };
@@ -1721,7 +1749,13 @@ impl WriteTx for PgWriteTx<'_> {
         let now_ms = self.now_ms as i64;
         let app = job.app as i64;
         self.guard(|c| {
-            c.execute("UPDATE accounts SET deleted = true WHERE id = $1", &[&job.uid])?;
+            // `FOR UPDATE` first (an UPDATE of a column that is no key takes a weaker lock): it waits
+            // for the follows of other nodes that hold the account (`FOR KEY SHARE`) to commit, so
+            // the deletion's pass over its edges finds theirs.
+            c.execute(
+                "WITH l AS (SELECT id FROM accounts WHERE id = $1 FOR UPDATE) UPDATE accounts SET deleted = true WHERE id IN (SELECT id FROM l)",
+                &[&job.uid],
+            )?;
             c.execute(
                 "INSERT INTO deletions(account, app, user_id, client_ip, platform, notify, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[&job.uid, &app, &job.user.as_str(), &job.origin.client_ip, &job.origin.platform.as_str(), &job.notify, &now_ms],
