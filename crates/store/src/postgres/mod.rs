@@ -81,6 +81,12 @@ fn statement(out: &mut String, sql: &str, arrays: &[&[i64]]) {
     out.push_str("; ");
 }
 
+/// The statement that takes the transaction advisory locks `keys` (pass them in key order, so that
+/// two transactions locking overlapping sets wait for each other instead of deadlocking).
+fn lock_keys_sql(keys: &[i64]) -> String {
+    format!("SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k", int_list(keys.iter().copied()))
+}
+
 /// Integers as the inside of an array literal: `1,2,3`.
 fn int_list(v: impl Iterator<Item = i64>) -> String {
     v.map(|x| x.to_string()).collect::<Vec<_>>().join(",")
@@ -1382,10 +1388,7 @@ impl PgWriteTx<'_> {
         };
         next(&mut sql, "BEGIN".into());
         if !keys.is_empty() {
-            next(
-                &mut sql,
-                format!("SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k", int_list(keys.iter().copied())),
-            );
+            next(&mut sql, lock_keys_sql(&keys));
         }
         let counts_at = (!count_ids.is_empty()).then(|| {
             let ids = int_list(count_ids.iter().copied());
@@ -1542,19 +1545,19 @@ impl PgWriteTx<'_> {
         let unknown: Vec<Uid> =
             newly.into_iter().filter(|&d| !self.edges.contains_key(&(src, d)) || !self.edges.contains_key(&(d, src))).collect();
         let read_counts = counts && self.counts.get(&src).is_none_or(|c| c.0.is_none());
+        // Both directions of each pair.
+        let (s, d): (Vec<Uid>, Vec<Uid>) = unknown.iter().flat_map(|&d| [(src, d), (d, src)]).unzip();
         let found: Vec<(Uid, Uid, TimeKey)> = if keys.is_empty() && !read_counts {
             if unknown.is_empty() {
                 return Ok(());
             }
             // The usual case: one prepared statement.
-            let (s, d): (Vec<Uid>, Vec<Uid>) = unknown.iter().flat_map(|&d| [(src, d), (d, src)]).unzip();
             let rows = self.guard(|c| c.query(PAIR_EDGES, &[&s, &d]))?;
             rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
         } else {
-            let (s, d): (Vec<Uid>, Vec<Uid>) = unknown.iter().flat_map(|&d| [(src, d), (d, src)]).unzip();
             let sql = format!(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; {}; {}",
-                int_list(keys.iter().copied()),
+                "{}; {}; {}",
+                lock_keys_sql(&keys),
                 pair_edges_of(s.into_iter(), d.into_iter()),
                 if read_counts { lock_and_count(src) } else { String::new() },
             );
@@ -1837,11 +1840,7 @@ impl WriteTx for PgWriteTx<'_> {
             keys.dedup();
             let src: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [a, b]).collect();
             let dst: Vec<Uid> = unknown.iter().flat_map(|&(a, b)| [b, a]).collect();
-            let sql = format!(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS k; {}",
-                int_list(keys.iter().copied()),
-                pair_edges_of(src.iter().copied(), dst.iter().copied()),
-            );
+            let sql = format!("{}; {}", lock_keys_sql(&keys), pair_edges_of(src.iter().copied(), dst.iter().copied()));
             let results = self.guard(|c| c.int_results(&sql))?;
             for r in results.get(1).map_or(&[][..], |r| &r[..]) {
                 let &[Some(s), Some(d), Some(t)] = &r[..] else {
