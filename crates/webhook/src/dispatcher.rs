@@ -277,7 +277,16 @@ impl Actor {
                     }
                 }
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle(m),
+                    Some(m) => {
+                        if matches!(m, Msg::Loaded(..)) && committed_open {
+                            // Commits sent before the load was (a take of handed events waits for
+                            // this node's commits of their lanes) go first, whatever `select!` saw.
+                            while let Ok(events) = committed.try_recv() {
+                                self.committed(events);
+                            }
+                        }
+                        self.handle(m)
+                    }
                     None => break,
                 },
                 batch = committed.recv(), if committed_open => match batch {

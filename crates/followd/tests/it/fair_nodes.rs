@@ -284,3 +284,38 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     a_node.stop().await;
     b_node.stop().await;
 }
+
+/// Node A commits alice's first event; before its writer passes the event on (held there 1.5 s by a
+/// failpoint), node B writes her second, which it hands to A (A owns her lane) and tells A at once.
+/// A's take of the handed event waits for its own commit to reach the dispatcher: the receiver gets
+/// the first event, then the second (the second came first before the gate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way() {
+    let Some(url) = crate::pg::url("an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("followd.toml");
+    let top = format!("database_url = \"{}\"", db.url);
+    std::fs::write(&path, config_text_with_top(&top, &hook(&rx.url("/cb"), ""), "")).unwrap();
+    let (a_node, b_node) =
+        (crate::binary::start_with(&path, &[("FAILPOINTS", "pg-committed=sleep(1500)")]).await, crate::binary::start(&path).await);
+    let http = reqwest::Client::new();
+    assert_ok(&b_node.call(&http, "im_open_login_svc/multiaccount_import", json!({"Accounts": ["alice", "t1", "t2"]})).await);
+
+    let first = a_node.call(&http, "follow/follow_add", json!({"From_Account": "alice", "FollowItem": [{"To_Account": "t1"}]}));
+    let first = tokio::time::timeout(Duration::from_millis(1000), first).await.expect("A answers once committed, before its hook");
+    assert_eq!(first["ResultItem"][0]["ResultCode"], 0, "{first}");
+    let second = b_node.call(&http, "follow/follow_add", json!({"From_Account": "alice", "FollowItem": [{"To_Account": "t2"}]})).await;
+    assert_eq!(second["ResultItem"][0]["ResultCode"], 0, "{second}");
+    let handed: bool = db.with(|c| c.query_one("SELECT count(*) = 2 AND count(DISTINCT node) = 1 FROM events", &[]).unwrap().get(0));
+    assert!(handed, "both events belong to node A");
+
+    let got = rx.wait_for(2, 20).await;
+    let order: Vec<String> = got.iter().map(target).collect();
+    assert_eq!(order, ["t1", "t2"], "alice's events as the receiver got them");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 2, "each sent once");
+    a_node.stop().await;
+    b_node.stop().await;
+}

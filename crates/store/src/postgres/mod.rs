@@ -233,6 +233,11 @@ pub struct PgStore {
     node: i64,
     /// Woken when another node (or this one) handed events to this node.
     handed: Arc<tokio::sync::Notify>,
+    /// Held by the writer from just before it sends `COMMIT` until the commit's events are with the
+    /// commit hook. A take of handed events passes through it before passing them on: another node
+    /// hands an event to this one only after this node's latest event of its lane committed, and in
+    /// the moment between that `COMMIT` and the hook the handed event would overtake it.
+    pub(crate) commit_gate: Arc<Mutex<()>>,
     heartbeat: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     listener: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     jobs: Mutex<Option<mpsc::Sender<Queued>>>,
@@ -268,9 +273,11 @@ impl PgStore {
         let ahead = read_ahead.clone();
         let writer_hooks = hooks.clone();
         let url_w = url.to_owned();
+        let commit_gate = Arc::new(Mutex::new(()));
+        let gate = commit_gate.clone();
         let writer = std::thread::Builder::new()
             .name("followd-pg-writer".into())
-            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node, read_ahead: ahead }.run(rx))
+            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node, read_ahead: ahead, gate }.run(rx))
             .map_err(StoreError::database)?;
         let heartbeat = start_heartbeat(url.to_owned(), node)?;
         let handed = Arc::new(tokio::sync::Notify::new());
@@ -278,6 +285,7 @@ impl PgStore {
         Ok(PgStore {
             node,
             handed,
+            commit_gate,
             heartbeat: Mutex::new(Some(heartbeat)),
             listener: Mutex::new(Some(listener)),
             jobs: Mutex::new(Some(tx)),
@@ -822,6 +830,8 @@ struct Writer {
     hooks: CommitHooks,
     /// [`PgStore::read_ahead`].
     read_ahead: Arc<std::sync::atomic::AtomicU64>,
+    /// [`PgStore::commit_gate`].
+    gate: Arc<Mutex<()>>,
 }
 
 /// A queued write job, with what it said it will read.
@@ -854,16 +864,20 @@ impl Writer {
         fail::fail_point!("writer-batch");
         let listening = self.hooks.changes.receiver_count() > 0 && self.hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let single = batch.len() == 1;
+        let gate = self.gate.clone();
         let mut tries = 0;
         loop {
             tries += 1;
-            let (done, result) = self.try_batch(&mut batch, listening);
+            let (done, result) = self.try_batch(&mut batch, listening, &gate);
             match result {
-                Ok((events, changes)) => {
+                Ok((events, changes, passing)) => {
                     done.into_iter().for_each(|c| c(Ok(())));
+                    // Tests widen the moment between COMMIT and the hook here (`sleep`).
+                    fail::fail_point!("pg-committed");
                     if let (false, Some(hook)) = (events.is_empty(), &self.hooks.events) {
                         let _ = hook.send(events);
                     }
+                    drop(passing);
                     if !changes.is_empty() {
                         let _ = self.hooks.changes.send(Arc::new(changes));
                     }
@@ -893,12 +907,15 @@ impl Writer {
 
     /// Runs the batch once: the completions of its jobs, and the commit's outcome (with whether a
     /// retry may cure a failure).
+    /// On success the gate is held (taken just before `COMMIT`); the caller lets go of it once the
+    /// events are with the hook.
     #[allow(clippy::type_complexity)]
-    fn try_batch(
+    fn try_batch<'g>(
         &mut self,
         batch: &mut [Queued],
         listening: bool,
-    ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>), (StoreError, bool)>) {
+        gate: &'g Mutex<()>,
+    ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>, parking_lot::MutexGuard<'g, ()>), (StoreError, bool)>) {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
             match Conn::connect(&self.url) {
@@ -948,6 +965,7 @@ impl Writer {
             }
         }
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
+        let passing = gate.lock();
         let outcome = tx.commit();
         match outcome {
             Ok(()) => {
@@ -955,7 +973,7 @@ impl Writer {
                 if !listening {
                     changes.clear();
                 }
-                (done, Ok((events, changes)))
+                (done, Ok((events, changes, passing)))
             }
             Err(e) => {
                 let retry = tx.retry;

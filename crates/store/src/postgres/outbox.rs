@@ -277,7 +277,7 @@ impl Outbox for PgStore {
     }
 
     fn claim_handed(&self, app: AppId, limit: usize, deliver: Deliver) -> BoxFuture<'_, StoreResult<usize>> {
-        let (app, limit, node) = (app as i64, limit as i64, self.node);
+        let (app, limit, node, gate) = (app as i64, limit as i64, self.node, self.commit_gate.clone());
         Box::pin(self.readers.run(move |c| {
             c.client.batch_execute("BEGIN").map_err(db)?;
             // In id order. The dispatcher may start the next take before this one commits (it has
@@ -307,6 +307,9 @@ impl Outbox for PgStore {
             };
             taken.sort_by_key(|e| e.id);
             let n = taken.len();
+            // Each taken event's lane had its previous events committed before it was written; those
+            // this node wrote reach the dispatcher first ([`PgStore::commit_gate`]).
+            drop(gate.lock());
             deliver(taken);
             // Should the commit fail, the events stay handed and are taken again: sent twice at
             // worst, never lost.
