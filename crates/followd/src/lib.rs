@@ -123,7 +123,8 @@ pub async fn run(
         ids: RequestIds::new(),
     });
     if let Backend::Postgres(pg) = &backend {
-        tokio::spawn(nodes::adopt_loop(pg.clone(), state.dispatcher.clone(), stop_rx.clone()));
+        let served = config.apps.iter().map(|a| a.sdkappid).collect();
+        tokio::spawn(nodes::adopt_loop(pg.clone(), served, state.dispatcher.clone(), stop_rx.clone()));
         tokio::spawn(nodes::overrides_loop(outbox.clone(), apps.clone(), stop_rx.clone()));
     }
     let retention = Duration::from_secs(config.delivery_log_retention_hours * 3600);

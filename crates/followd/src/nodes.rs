@@ -2,8 +2,8 @@
 //!
 //! - [`adopt_loop`]: tells this node's dispatcher about the events handed to it (written by other
 //!   nodes for lanes it owns, or requeued) as soon as it is told (`LISTEN`) and at every heartbeat, and
-//!   every heartbeat hands it the pending webhooks of nodes whose lease ran out (a node killed
-//!   mid-delivery). The dispatcher takes them from the outbox through each app's share of the memory.
+//!   at start and every heartbeat hands it the pending webhooks of nodes whose lease ran out (a node
+//!   killed mid-delivery) for the apps it serves. The dispatcher takes them from the outbox through each app's share of the memory.
 //! - [`overrides_loop`]: applies webhook settings that the admin API changed on another node, within
 //!   a second.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::apps::Apps;
 
 /// Adopts the pending webhooks of dead nodes and tells the dispatcher of handed events until `stop`.
-pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn adopt_loop(store: Arc<PgStore>, apps: Vec<AppId>, dispatcher: Dispatcher, mut stop: tokio::sync::watch::Receiver<bool>) {
     let handed = store.handed_signal();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -30,7 +30,7 @@ pub async fn adopt_loop(store: Arc<PgStore>, dispatcher: Dispatcher, mut stop: t
             _ = heartbeat.tick() => true,
         };
         if beat {
-            if let Err(e) = store.adopt_orphans(ADOPT_LANES).await {
+            if let Err(e) = store.adopt_orphans(ADOPT_LANES, &apps).await {
                 tracing::warn!(error = %e, "cannot look for the webhooks of dead nodes");
             }
         }

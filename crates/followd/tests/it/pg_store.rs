@@ -189,7 +189,7 @@ async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
     let on_a = a.load_pending(APP, 0, 100).await.unwrap();
     assert_eq!(on_a.len(), 3);
     assert!(b.load_pending(APP, 0, 100).await.unwrap().is_empty(), "another live node's events are not loaded");
-    assert_eq!(b.adopt_orphans(100).await.unwrap(), 0, "a live node's events are not adopted");
+    assert_eq!(b.adopt_orphans(100, &[APP]).await.unwrap(), 0, "a live node's events are not adopted");
     assert_eq!(b.pending_apps().await.unwrap(), Vec::<u64>::new());
 
     tokio::task::spawn_blocking({
@@ -198,7 +198,8 @@ async fn a_dead_nodes_pending_webhooks_are_adopted_once() {
     })
     .await
     .unwrap();
-    let (by_b, by_c) = tokio::join!(b.adopt_orphans(100), c.adopt_orphans(100));
+    assert_eq!(b.adopt_orphans(100, &[APP + 1]).await.unwrap(), 0, "events of an app the node does not serve are left");
+    let (by_b, by_c) = tokio::join!(b.adopt_orphans(100, &[APP]), c.adopt_orphans(100, &[APP]));
     let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
     assert!(by_b == 0 || by_c == 0, "one node adopts at a time: {by_b} and {by_c}");
     assert_eq!(by_b + by_c, 3, "each event adopted by exactly one node");

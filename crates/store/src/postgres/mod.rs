@@ -260,10 +260,9 @@ impl PgStore {
         let conn = std::thread::spawn(move || {
             let mut conn = Conn::connect(&u)?;
             schema::migrate(&mut conn.client)?;
-            // The lease first, then the events of nodes whose lease ran out: handed to this node, its
-            // dispatcher takes them once the adoption loop first tells it.
+            // The lease first. The events of nodes whose lease ran out are adopted by the adoption
+            // loop (at once, then every heartbeat): it knows which apps this node serves.
             renew(&mut conn, node).map_err(db)?;
-            adopt(&mut conn, node, ADOPT_LANES)?;
             Ok::<_, StoreError>(conn)
         })
         .join()
@@ -353,10 +352,13 @@ impl PgStore {
     /// the database for longer than [`LEASE_MS`]), whole (app, From_Account) lanes at a time, up to
     /// `lanes` of them. They are handed to this node, not read: its dispatcher takes them through each
     /// app's share of the memory ([`followd_graph::outbox::Outbox::claim_handed`]), however large the
-    /// dead node's backlog. Returns how many events moved.
-    pub async fn adopt_orphans(&self, lanes: i64) -> StoreResult<u64> {
+    /// dead node's backlog. Only events of `apps` (those this node serves) are adopted: a node
+    /// configured without an app has no endpoint for it, and would not take them. Returns how many
+    /// events moved.
+    pub async fn adopt_orphans(&self, lanes: i64, apps: &[AppId]) -> StoreResult<u64> {
         let node = self.node;
-        self.readers.run(move |c| adopt(c, node, lanes)).await
+        let apps: Vec<i64> = apps.iter().map(|&a| a as i64).collect();
+        self.readers.run(move |c| adopt(c, node, lanes, &apps)).await
     }
 
     /// Woken (`NOTIFY`) when events were handed to this node: tell the dispatcher.
@@ -658,10 +660,10 @@ const ADOPT_LOCK: i64 = 0x666f_6c6c_6f77_6434;
 /// so a writer that is adding an event to one of them either commits first (and its event moves too)
 /// or finds the lane owned by `node` afterwards: a lane never ends up split between two nodes. As the
 /// lanes' latest events are handed, later events of theirs are handed too, so none overtakes them.
-fn adopt(c: &mut Conn, node: i64, lanes: i64) -> StoreResult<u64> {
+fn adopt(c: &mut Conn, node: i64, lanes: i64, apps: &[i64]) -> StoreResult<u64> {
     let live_since = now_micros() / 1000 - LEASE_MS;
     c.client.batch_execute("BEGIN").map_err(db)?;
-    let moved = match adopt_locked(c, node, live_since, lanes) {
+    let moved = match adopt_locked(c, node, live_since, lanes, apps) {
         Ok(moved) => moved,
         Err(e) => {
             let _ = c.client.batch_execute("ROLLBACK");
@@ -677,15 +679,15 @@ fn adopt(c: &mut Conn, node: i64, lanes: i64) -> StoreResult<u64> {
     Ok(moved)
 }
 
-fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64) -> Result<u64, postgres::Error> {
+fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64, apps: &[i64]) -> Result<u64, postgres::Error> {
     let leader: bool = c.query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&ADOPT_LOCK])?.is_some_and(|r| r.get(0));
     if !leader {
         return Ok(0);
     }
     let found = c.query(
         "SELECT DISTINCT app, from_account FROM events WHERE state = 0 AND node <> $1 \
-         AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) LIMIT $3",
-        &[&node, &live_since, &lanes],
+         AND node NOT IN (SELECT id FROM nodes WHERE seen_ms >= $2) AND app = ANY($4) LIMIT $3",
+        &[&node, &live_since, &lanes, &apps],
     )?;
     if found.is_empty() {
         return Ok(0);
