@@ -710,3 +710,89 @@ async fn a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge
     .await
     .unwrap();
 }
+
+/// The same race with a bulk import: node B's import batch has read its accounts and waits for a pair
+/// lock while node A deletes the followee. The deletion waits for the batch (which keeps the accounts
+/// it names), and its pass then removes the batch's edge: no edge to the deleted account stays, and
+/// the follower's `following` is back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leaves_no_edge() {
+    use followd_graph::bulk::{self, BulkFollow, BulkOptions};
+    use followd_graph::deletion;
+    let Some(url) = crate::pg::url("a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leaves_no_edge") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let a: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..2).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    let (u0, u1): (i64, i64) = db.with(|c| {
+        let id = |c: &mut postgres::Client, u: &str| c.query_one("SELECT id FROM accounts WHERE user_id = $1", &[&u]).unwrap().get(0);
+        (id(c, "u0"), id(c, "u1"))
+    });
+    let key = followd_store::postgres::pair_key(u0, u1);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder_url = db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
+        c.execute("SELECT pg_advisory_lock($1)", &[&key]).unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        c.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
+    });
+    is_locked.recv().unwrap();
+    let import = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let follows = vec![BulkFollow { from: user(0), to: user(1), key: None }];
+            let opts = BulkOptions { webhooks: false, replace_run: None };
+            followd_graph::write(&*b, move |tx| bulk::import(tx, &cx(None), &[], &follows, opts)).await
+        }
+    });
+    let waiting = |what: &'static str| {
+        let db = &db;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let n: i64 = db.with(move |c| {
+                    c.query_one(&format!("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype {what}"), &[]).unwrap().get(0)
+                });
+                if n > 0 {
+                    return true;
+                }
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(waiting("= 'advisory'").await, "node B's import never waited for the pair lock");
+    let deletion = tokio::spawn({
+        let a = a.clone();
+        async move { followd_graph::write(&*a, |tx| deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await }
+    });
+    // The deletion waits for the import's transaction (before the fix it went through at once).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), waiting("<> 'advisory'")).await;
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let imported = import.await.unwrap().unwrap();
+    assert!(imported.rejected.is_empty(), "{imported:?}");
+    let d = deletion.await.unwrap().unwrap();
+    assert_eq!(d.unfinished, 0, "{d:?}");
+    let (edges, following): (i64, i64) = db.with(move |c| {
+        let e = c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0);
+        let f = c
+            .query_one("SELECT (a.following + coalesce((SELECT sum(following) FROM count_deltas WHERE uid = a.id), 0))::bigint FROM accounts a WHERE id = $1", &[&u0])
+            .unwrap()
+            .get::<_, i64>(0);
+        (e, f)
+    });
+    assert_eq!((edges, following), (0, 0), "an edge or a count was left for the deleted account (deletion: {d:?})");
+    tokio::task::spawn_blocking(move || {
+        drop(a);
+        drop(b);
+    })
+    .await
+    .unwrap();
+}

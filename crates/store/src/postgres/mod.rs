@@ -1666,17 +1666,30 @@ impl WriteTx for PgWriteTx<'_> {
             let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
             self.remember(app, &user, r.get(0));
         }
-        for u in users {
-            if !self.ids.contains_key(&(app, (*u).clone())) {
-                self.absent.remove(&(app, (*u).clone()));
-                self.lookup(app, u)?;
+        // Those another node created are kept until this transaction ends, as `warm_ids` keeps those it
+        // finds.
+        let others: Vec<&str> = users.iter().filter(|u| !self.ids.contains_key(&(app, (**u).clone()))).map(|u| u.as_str()).collect();
+        if !others.is_empty() {
+            let rows = self.guard(|c| {
+                c.query(
+                    "SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted ORDER BY id FOR KEY SHARE",
+                    &[&a, &others],
+                )
+            })?;
+            for r in rows {
+                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+                self.absent.remove(&(app, user.clone()));
+                self.remember(app, &user, r.get(0));
             }
         }
         Ok(created)
     }
 
     fn warm_ids(&mut self, app: AppId, users: &[&UserId]) -> StoreResult<()> {
-        // Every name of a bulk batch in one statement (one round trip each, before).
+        // Every name of a bulk batch in one statement (one round trip each, before). The accounts are
+        // kept until the batch commits, as a follow keeps those it names: a deletion's tombstone
+        // (`FOR UPDATE`) waits, and its pass then finds the batch's edges. One whose tombstone
+        // committed first is not returned (a name free again: the batch makes a new account).
         let mut names: Vec<&UserId> = users.iter().copied().filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).collect();
         names.sort_unstable();
         names.dedup();
@@ -1684,8 +1697,12 @@ impl WriteTx for PgWriteTx<'_> {
             return Ok(());
         }
         let (a, texts): (i64, Vec<&str>) = (app as i64, names.iter().map(|u| u.as_str()).collect());
-        let rows = self
-            .guard(|c| c.query("SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted", &[&a, &texts]))?;
+        let rows = self.guard(|c| {
+            c.query(
+                "SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted ORDER BY id FOR KEY SHARE",
+                &[&a, &texts],
+            )
+        })?;
         for u in names {
             self.absent.insert((app, u.clone()));
         }
