@@ -285,10 +285,13 @@ async fn live_notifications_and_webhook_settings_cross_nodes() {
     let top = format!("database_url = \"{}\"", db.url);
     let a = spawn_with_top(&top, &hook(&first.url("/one"), ""), "").await;
     let b = spawn_with_top(&top, &hook(&first.url("/one"), ""), "").await;
-    a.import(&["alice", "bob"]).await;
+    a.import(&["alice", "bob", "o'k\\x"]).await;
     let mut bob_on_b = b.connect("bob").await;
     assert_ok(&a.follow("alice", &["bob"]).await);
     assert_eq!(next_text(&mut bob_on_b).await, json!({"Event": "FollowersListChanged", "IsAdd": true, "Users": [{"UserID": "alice"}]}));
+    // The notification's text is written into the commit's SQL: a quote and a backslash come through.
+    assert_ok(&a.follow("o'k\\x", &["bob"]).await);
+    assert_eq!(next_text(&mut bob_on_b).await, json!({"Event": "FollowersListChanged", "IsAdd": true, "Users": [{"UserID": "o'k\\x"}]}));
 
     assert_ok(&a.call("callback_config/set_callback", json!({"Url": second.url("/two")})).await);
     // Node B applies the stored setting within a second; a write on B after that goes to /two.
