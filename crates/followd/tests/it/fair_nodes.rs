@@ -285,7 +285,7 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     b_node.stop().await;
 }
 
-/// Node A commits alice's first event; before its writer passes the event on (held there 1.5 s by a
+/// Node A commits alice's first event; before its writer passes the event on (held there 3 s by a
 /// failpoint), node B writes her second, which it hands to A (A owns her lane) and tells A at once.
 /// A's take of the handed event waits for its own commit to reach the dispatcher: the receiver gets
 /// the first event, then the second (the second came first before the gate).
@@ -299,7 +299,7 @@ async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its
     let top = format!("database_url = \"{}\"", db.url);
     std::fs::write(&path, config_text_with_top(&top, &hook(&rx.url("/cb"), ""), "")).unwrap();
     let (a_node, b_node) =
-        (crate::binary::start_with(&path, &[("FAILPOINTS", "pg-committed=sleep(1500)")]).await, crate::binary::start(&path).await);
+        (crate::binary::start_with(&path, &[("FAILPOINTS", "pg-committed=sleep(3000)")]).await, crate::binary::start(&path).await);
     let http = reqwest::Client::new();
     assert_ok(&b_node.call(&http, "im_open_login_svc/multiaccount_import", json!({"Accounts": ["alice", "t1", "t2"]})).await);
 
@@ -310,6 +310,8 @@ async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its
     assert_eq!(second["ResultItem"][0]["ResultCode"], 0, "{second}");
     let handed: bool = db.with(|c| c.query_one("SELECT count(*) = 2 AND count(DISTINCT node) = 1 FROM events", &[]).unwrap().get(0));
     assert!(handed, "both events belong to node A");
+    // A's writer is still held after its COMMIT: its own event has not gone out yet.
+    assert!(rx.received().is_empty(), "the first event went out before the failpoint let it");
 
     let got = rx.wait_for(2, 20).await;
     let order: Vec<String> = got.iter().map(target).collect();

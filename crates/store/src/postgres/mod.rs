@@ -73,11 +73,14 @@ fn pair_edges_of(src: impl Iterator<Item = i64>, dst: impl Iterator<Item = i64>)
 }
 
 /// A statement of the writer's multi-statement queries. Each is prepared (`PREPARE`) on the writer's
-/// connection when it connects, with `plan_cache_mode = force_generic_plan`, and run as `EXECUTE
-/// name('{…}', …)` with its integer arrays written in ([`execute`]): one round trip for several
-/// statements, as before, but planned once per connection instead of at every batch (planning was
-/// about as much of PostgreSQL's time for a batch as running it: 0.58 ms against 0.69 for 32
-/// one-target follows, `EXPLAIN (ANALYZE, SUMMARY)`).
+/// connection when it connects and run as `EXECUTE name('{…}', …)` with its integer arrays written
+/// in ([`execute`]): one round trip for several statements, as before, but planned once per
+/// connection instead of at every batch (planning was about as much of PostgreSQL's time for a
+/// batch as running it: 0.58 ms against 0.69 for 32 one-target follows, `EXPLAIN (ANALYZE,
+/// SUMMARY)`). PostgreSQL's default `plan_cache_mode` plans the first five runs for their arguments,
+/// then keeps the generic plan (checked with `EXPLAIN EXECUTE`: planning 0.002-0.006 ms from the
+/// sixth run on); the session is left at the default, so the writer's other statements keep plans
+/// made for their own arguments where PostgreSQL finds them better.
 struct Batched {
     name: &'static str,
     sql: &'static str,
@@ -167,11 +170,17 @@ const BATCHED: [&Batched; 12] = [
     &INSERT_DELTAS,
 ];
 
-/// Prepares every [`Batched`] statement on the writer's connection (once per connection).
+/// Prepares every [`Batched`] statement on the writer's connection (once per connection). A server
+/// session reused by a pooler may hold them already, perhaps from another version: those are
+/// replaced.
 fn prepare_batched(c: &mut Conn) -> Result<(), postgres::Error> {
-    // Generic plans: every parameter is an array whose size changes from batch to batch, and a plan
-    // made for each would cost what preparing saves.
-    let mut sql = String::from("SET plan_cache_mode = force_generic_plan; ");
+    let mut sql = String::new();
+    for r in c.client.query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'followd\\_%'", &[])? {
+        let name: String = r.get(0);
+        if BATCHED.iter().any(|b| b.name == name) {
+            sql.push_str(&format!("DEALLOCATE {name}; "));
+        }
+    }
     for b in BATCHED {
         sql.push_str(&format!("PREPARE {}({}) AS {}; ", b.name, vec!["bigint[]"; b.args].join(", "), b.sql));
     }
@@ -181,6 +190,11 @@ fn prepare_batched(c: &mut Conn) -> Result<(), postgres::Error> {
 /// Arrays of more elements than this, all together, are planned for (the statement's text with the
 /// arrays written in) rather than run through the prepared generic plan.
 const PLAN_ABOVE: usize = 128;
+
+/// A failure of [`prepare_batched`], saying so.
+fn prepare_failed(e: postgres::Error) -> StoreError {
+    StoreError::database(std::io::Error::other(format!("preparing the writer's statements: {e}")))
+}
 
 /// A [`Batched`] statement with its arrays written in as literals (integers only, so nothing else
 /// can be spliced into the query): `EXECUTE` of its prepared form for small arrays, where planning
@@ -388,7 +402,7 @@ impl PgStore {
             // The lease first. The events of nodes whose lease ran out are adopted by the adoption
             // loop (at once, then every heartbeat): it knows which apps this node serves.
             renew(&mut conn, node).map_err(db)?;
-            prepare_batched(&mut conn).map_err(db)?;
+            prepare_batched(&mut conn).map_err(prepare_failed)?;
             Ok::<_, StoreError>(conn)
         })
         .join()
@@ -1023,21 +1037,23 @@ impl Writer {
 
     /// Runs the batch once: the completions of its jobs, and the commit's outcome (with whether a
     /// retry may cure a failure).
-    /// On success the gate is held (taken just before `COMMIT`); the caller lets go of it once the
-    /// events are with the hook.
+    /// On success the gate is held when the batch has events for this node's dispatcher (taken just
+    /// before `COMMIT`, see [`PgWriteTx::commit`]); the caller lets go of it once they are with the
+    /// hook.
     #[allow(clippy::type_complexity)]
     fn try_batch<'g>(
         &mut self,
         batch: &mut [Queued],
         listening: bool,
         gate: &'g Mutex<()>,
-    ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>, parking_lot::MutexGuard<'g, ()>), (StoreError, bool)>) {
+    ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>, Option<parking_lot::MutexGuard<'g, ()>>), (StoreError, bool)>)
+    {
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
-            match Conn::connect(&self.url).and_then(|mut c| prepare_batched(&mut c).map_err(db).map(|()| c)) {
+            match Conn::connect(&self.url).and_then(|mut c| prepare_batched(&mut c).map_err(prepare_failed).map(|()| c)) {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot connect to PostgreSQL");
+                    tracing::error!(error = %e, "cannot connect to PostgreSQL or prepare the writer's statements");
                     return (Vec::new(), Err((e, false)));
                 }
             }
@@ -1081,10 +1097,9 @@ impl Writer {
             }
         }
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
-        let passing = gate.lock();
-        let outcome = tx.commit();
+        let outcome = tx.commit(gate);
         match outcome {
-            Ok(()) => {
+            Ok(passing) => {
                 let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
                 if !listening {
                     changes.clear();
@@ -1294,7 +1309,12 @@ impl PgWriteTx<'_> {
     /// rows ([`Pending`]) and its counter deltas as rows of `count_deltas` (folded into `accounts`
     /// later by [`fold_counts`]) with `COMMIT`, in one round trip; in two when the batch deletes
     /// edges, whose number is checked before `COMMIT`.
-    fn commit(&mut self) -> StoreResult<()> {
+    ///
+    /// When the batch has events for this node's dispatcher, `gate` ([`PgStore::commit_gate`]) is
+    /// taken just before the last round trip and returned held: that statement waits for no lock
+    /// (every lock of the batch is taken before it), so a take of handed events waiting at the gate
+    /// never waits for a transaction that waits for it.
+    fn commit<'g>(&mut self, gate: &'g Mutex<()>) -> StoreResult<Option<parking_lot::MutexGuard<'g, ()>>> {
         self.check()?;
         self.flush_events()?;
         self.notify_changes()?;
@@ -1314,7 +1334,9 @@ impl PgWriteTx<'_> {
             statement(&mut sql, &INSERT_DELTAS, &[&uids, &followers, &following, &mutual]);
         }
         sql.push_str("COMMIT");
-        self.send(&sql, None)
+        let passing = (!self.events.is_empty()).then(|| gate.lock());
+        self.send(&sql, None)?;
+        Ok(passing)
     }
 
     /// Stores the batch's webhook events in two statements, whatever their number: the locks of their

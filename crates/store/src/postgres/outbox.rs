@@ -6,7 +6,7 @@ use followd_graph::outbox::{
     AttemptRecord, AttemptRow, BoxFuture, Deliver, EventFilter, EventRef, EventRow, EventState, Outbox, Requeue, StoredEvent, WebhookId,
     WebhookOverride,
 };
-use followd_graph::{AppId, StoreResult};
+use followd_graph::{AppId, StoreError, StoreResult};
 use followd_protocol::{CallbackCommand, OptPlatform};
 use postgres::Row;
 
@@ -77,6 +77,10 @@ fn event_ref(e: EventRef) -> (&'static str, Box<dyn postgres::types::ToSql + Syn
         EventRef::Webhook(WebhookId::Legacy(_)) => ("false AND $1::bigint IS NULL", Box::new(None::<i64>)),
     }
 }
+
+/// How long a take of handed events waits for the writer's commit in progress
+/// ([`PgStore::commit_gate`]).
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Puts events back to pending, handed to the node that owns their lane's pending events (this one,
 /// `node`, when the lane has none), as a write does with a new event, and tells that node. The lanes'
@@ -308,8 +312,16 @@ impl Outbox for PgStore {
             taken.sort_by_key(|e| e.id);
             let n = taken.len();
             // Each taken event's lane had its previous events committed before it was written; those
-            // this node wrote reach the dispatcher first ([`PgStore::commit_gate`]).
-            drop(gate.lock());
+            // this node wrote reach the dispatcher first ([`PgStore::commit_gate`]). The writer holds
+            // the gate for one round trip; should that round trip hang (a connection gone half dead),
+            // the take gives up and its events stay handed, taken again later, rather than hold this
+            // reader and the events' row locks.
+            if gate.try_lock_for(GATE_WAIT).is_none() {
+                let _ = c.client.batch_execute("ROLLBACK");
+                return Err(StoreError::database(std::io::Error::other(
+                    "the writer's commit did not end in time; the handed events are taken later",
+                )));
+            }
             deliver(taken);
             // Should the commit fail, the events stay handed and are taken again: sent twice at
             // worst, never lost.
