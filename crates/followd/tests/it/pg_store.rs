@@ -717,9 +717,20 @@ async fn a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge
 /// the follower's `following` is back to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leaves_no_edge() {
+    bulk_import_against_a_deletion("a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leaves_no_edge", false).await;
+}
+
+/// The same when the transaction had already looked the followee up without holding it (another job
+/// of the writer's batch): the import holds it by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_holds_an_account_its_transaction_looked_up_before() {
+    bulk_import_against_a_deletion("a_bulk_import_holds_an_account_its_transaction_looked_up_before", true).await;
+}
+
+async fn bulk_import_against_a_deletion(name: &str, looked_up: bool) {
     use followd_graph::bulk::{self, BulkFollow, BulkOptions};
     use followd_graph::deletion;
-    let Some(url) = crate::pg::url("a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leaves_no_edge") else { return };
+    let Some(url) = crate::pg::url(name) else { return };
     let db = crate::pg::TestDb::create(&url);
     let a: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
     let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
@@ -746,7 +757,13 @@ async fn a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leave
         async move {
             let follows = vec![BulkFollow { from: user(0), to: user(1), key: None }];
             let opts = BulkOptions { webhooks: false, replace_run: None };
-            followd_graph::write(&*b, move |tx| bulk::import(tx, &cx(None), &[], &follows, opts)).await
+            followd_graph::write(&*b, move |tx| {
+                if looked_up {
+                    assert!(tx.lookup(APP, &user(1))?.is_some());
+                }
+                bulk::import(tx, &cx(None), &[], &follows, opts)
+            })
+            .await
         }
     });
     let waiting = |what: &'static str| {
@@ -773,7 +790,8 @@ async fn a_bulk_import_naming_an_account_deleted_meanwhile_on_another_node_leave
         async move { followd_graph::write(&*a, |tx| deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await }
     });
     // The deletion waits for the import's transaction (before the fix it went through at once).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), waiting("<> 'advisory'")).await;
+    assert!(waiting("<> 'advisory'").await, "the deletion never waited for the import's batch");
+    assert!(!deletion.is_finished(), "the deletion ended while the import's batch was open");
     release.send(()).unwrap();
     holder.join().unwrap();
     let imported = import.await.unwrap().unwrap();

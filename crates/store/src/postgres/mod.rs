@@ -1081,6 +1081,7 @@ impl Writer {
             pending: Pending::default(),
             emitted: Vec::new(),
             absent: HashSet::new(),
+            kept: HashSet::new(),
         };
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
         if plans.is_empty() {
@@ -1154,6 +1155,9 @@ struct PgWriteTx<'w> {
     /// answers `None` for them without a round trip (creating one goes through `upsert_account`,
     /// whose insert finds an account another node made meanwhile).
     absent: HashSet<(AppId, UserId)>,
+    /// Accounts this transaction holds at least `FOR KEY SHARE` (named by its follows or its bulk
+    /// batches): a deletion's tombstone waits for it.
+    kept: HashSet<Uid>,
 }
 
 /// What a transaction will do to one stored row (an edge) or one pair of rows (a mutual relation),
@@ -1548,6 +1552,7 @@ impl PgWriteTx<'_> {
             self.edges.entry(e).or_insert(None);
         }
         let live: HashSet<Uid> = rows(kept_at).iter().filter_map(|r| r.first().copied().flatten()).collect();
+        self.kept.extend(live.iter().copied());
         for id in kept.into_iter().filter(|id| !live.contains(id)) {
             if let Some(key) = self.accounts.remove(&id) {
                 if self.ids.get(&key) == Some(&id) {
@@ -1757,6 +1762,8 @@ impl WriteTx for PgWriteTx<'_> {
         let created = rows.len() as u64;
         for r in rows {
             let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+            // Made by this transaction: no other sees it before it commits.
+            self.kept.insert(r.get(0));
             self.remember(app, &user, r.get(0));
         }
         // Those another node created are kept until this transaction ends, as `warm_ids` keeps those it
@@ -1772,6 +1779,7 @@ impl WriteTx for PgWriteTx<'_> {
             for r in rows {
                 let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
                 self.absent.remove(&(app, user.clone()));
+                self.kept.insert(r.get(0));
                 self.remember(app, &user, r.get(0));
             }
         }
@@ -1783,6 +1791,24 @@ impl WriteTx for PgWriteTx<'_> {
         // kept until the batch commits, as a follow keeps those it names: a deletion's tombstone
         // (`FOR UPDATE`) waits, and its pass then finds the batch's edges. One whose tombstone
         // committed first is not returned (a name free again: the batch makes a new account).
+        // Those another job of the transaction looked up without holding them are taken by id.
+        let mut known: Vec<Uid> =
+            users.iter().filter_map(|u| self.ids.get(&(app, (*u).clone())).copied()).filter(|id| !self.kept.contains(id)).collect();
+        known.sort_unstable();
+        known.dedup();
+        if !known.is_empty() {
+            let held: HashSet<Uid> = self
+                .guard(|c| c.query("SELECT id FROM accounts WHERE id = ANY($1) AND NOT deleted ORDER BY id FOR KEY SHARE", &[&known]))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if known.iter().any(|id| !held.contains(id)) {
+                // Deleted by another node since this transaction looked it up: run it again.
+                self.retry = true;
+                return Err(self.fail(StoreError::database(std::io::Error::other("an account the batch names was deleted meanwhile"))));
+            }
+            self.kept.extend(held);
+        }
         let mut names: Vec<&UserId> = users.iter().copied().filter(|u| !self.ids.contains_key(&(app, (*u).clone()))).collect();
         names.sort_unstable();
         names.dedup();
@@ -1801,6 +1827,7 @@ impl WriteTx for PgWriteTx<'_> {
         }
         for r in rows {
             let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+            self.kept.insert(r.get(0));
             self.remember(app, &user, r.get(0));
         }
         Ok(())
