@@ -648,67 +648,109 @@ async fn the_counter_fold_goes_chunk_by_chunk_and_skips_held_rows() {
     tokio::task::spawn_blocking(move || store.close()).await.unwrap();
 }
 
+/// Two nodes (stores `a` and `b`) on a database of two accounts, u0 and u1, while a connection of the
+/// test holds the advisory lock of the pair (u0, u1): a write of that pair on either node waits.
+struct DeletionRace {
+    db: crate::pg::TestDb,
+    a: Arc<dyn followd_graph::Store>,
+    b: Arc<dyn followd_graph::Store>,
+    u0: i64,
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl DeletionRace {
+    async fn start(url: &str) -> DeletionRace {
+        let db = crate::pg::TestDb::create(url);
+        let a: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+        let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+        let accounts: Vec<NewAccount> = (0..2).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+        followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+        let (u0, u1): (i64, i64) = db.with(|c| {
+            let id = |c: &mut postgres::Client, u: &str| c.query_one("SELECT id FROM accounts WHERE user_id = $1", &[&u]).unwrap().get(0);
+            (id(c, "u0"), id(c, "u1"))
+        });
+        let key = followd_store::postgres::pair_key(u0, u1);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+        let holder_url = db.url.clone();
+        let holder = std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
+            c.execute("SELECT pg_advisory_lock($1)", &[&key]).unwrap();
+            locked.send(()).unwrap();
+            released.recv().unwrap();
+            c.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
+        });
+        is_locked.recv().unwrap();
+        DeletionRace { db, a, b, u0, release, holder }
+    }
+
+    /// Whether, within 10 s, some session waits for a lock whose type matches `what` (SQL).
+    async fn waited(&self, what: &'static str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n: i64 = self.db.with(move |c| {
+                c.query_one(&format!("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype {what}"), &[]).unwrap().get(0)
+            });
+            if n > 0 {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets go of the pair's lock.
+    fn release(&mut self) {
+        let _ = self.release.send(());
+    }
+
+    /// Deletes u1 entirely through node `a`.
+    async fn delete_u1(a: Arc<dyn followd_graph::Store>) -> followd_graph::deletion::Deleted {
+        followd_graph::write(&*a, |tx| followd_graph::deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await.unwrap()
+    }
+
+    /// Asserts that no edge is left and that u0's `following` is 0.
+    async fn ends_clean(self, what: &str) {
+        let u0 = self.u0;
+        let (edges, following): (i64, i64) = self.db.with(move |c| {
+            let e = c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0);
+            let f = c
+                .query_one("SELECT (a.following + coalesce((SELECT sum(following) FROM count_deltas WHERE uid = a.id), 0))::bigint FROM accounts a WHERE id = $1", &[&u0])
+                .unwrap()
+                .get::<_, i64>(0);
+            (e, f)
+        });
+        assert_eq!((edges, following), (0, 0), "an edge or a count was left for the deleted account ({what})");
+        self.holder.join().unwrap();
+        let (a, b) = (self.a, self.b);
+        tokio::task::spawn_blocking(move || {
+            drop(a);
+            drop(b);
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Node B's follow has read its accounts' ids and waits (for a pair lock held elsewhere) while node
 /// A deletes the target entirely; when it goes on, it finds the target gone (30003) and adds no edge
 /// to an account that no longer exists (which would stay behind, invisible, with the follower's
 /// `following` one too high).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge() {
-    use followd_graph::deletion;
     let Some(url) = crate::pg::url("a_follow_of_an_account_deleted_meanwhile_on_another_node_leaves_no_edge") else { return };
-    let db = crate::pg::TestDb::create(&url);
-    let a = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
-    let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
-    let accounts: Vec<NewAccount> = (0..2).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
-    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
-    let (u0, u1): (i64, i64) = db.with(|c| {
-        let id = |c: &mut postgres::Client, u: &str| c.query_one("SELECT id FROM accounts WHERE user_id = $1", &[&u]).unwrap().get(0);
-        (id(c, "u0"), id(c, "u1"))
-    });
-    let key = followd_store::postgres::pair_key(u0, u1);
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-    let holder_url = db.url.clone();
-    let holder = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
-        c.execute("SELECT pg_advisory_lock($1)", &[&key]).unwrap();
-        locked.send(()).unwrap();
-        released.recv().unwrap();
-        c.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
-    });
-    is_locked.recv().unwrap();
-    let follow = tokio::spawn(prefetched(&b, true, 0, &[1], None));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let waiting: i64 =
-            db.with(|c| c.query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[]).unwrap().get(0));
-        if waiting > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "node B's follow never waited for the pair lock");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let d = followd_graph::write(&*a, |tx| deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await.unwrap();
+    let mut race = DeletionRace::start(&url).await;
+    let follow = tokio::spawn(prefetched(&race.b, true, 0, &[1], None));
+    assert!(race.waited("= 'advisory'").await, "node B's follow never waited for the pair lock");
+    let d = DeletionRace::delete_u1(race.a.clone()).await;
     assert_eq!((d.removed, d.unfinished), (0, 0), "{d:?}");
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    race.release();
     let answer = follow.await.unwrap();
     assert!(answer.contains("code: 30003"), "the follow of a deleted account answered {answer}");
-    let (edges, following): (i64, i64) = db.with(move |c| {
-        let e = c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0);
-        let f = c
-            .query_one("SELECT (a.following + coalesce((SELECT sum(following) FROM count_deltas WHERE uid = a.id), 0))::bigint FROM accounts a WHERE id = $1", &[&u0])
-            .unwrap()
-            .get::<_, i64>(0);
-        (e, f)
-    });
-    assert_eq!((edges, following), (0, 0), "an edge or a count was left for the deleted account");
-    tokio::task::spawn_blocking(move || {
-        a.close();
-        drop(b);
-    })
-    .await
-    .unwrap();
+    race.ends_clean(&format!("deletion: {d:?}")).await;
 }
 
 /// The same race with a bulk import: node B's import batch has read its accounts and waits for a pair
@@ -729,31 +771,10 @@ async fn a_bulk_import_holds_an_account_its_transaction_looked_up_before() {
 
 async fn bulk_import_against_a_deletion(name: &str, looked_up: bool) {
     use followd_graph::bulk::{self, BulkFollow, BulkOptions};
-    use followd_graph::deletion;
     let Some(url) = crate::pg::url(name) else { return };
-    let db = crate::pg::TestDb::create(&url);
-    let a: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
-    let b: Arc<dyn followd_graph::Store> = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
-    let accounts: Vec<NewAccount> = (0..2).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
-    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
-    let (u0, u1): (i64, i64) = db.with(|c| {
-        let id = |c: &mut postgres::Client, u: &str| c.query_one("SELECT id FROM accounts WHERE user_id = $1", &[&u]).unwrap().get(0);
-        (id(c, "u0"), id(c, "u1"))
-    });
-    let key = followd_store::postgres::pair_key(u0, u1);
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-    let holder_url = db.url.clone();
-    let holder = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&holder_url, postgres::NoTls).unwrap();
-        c.execute("SELECT pg_advisory_lock($1)", &[&key]).unwrap();
-        locked.send(()).unwrap();
-        released.recv().unwrap();
-        c.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
-    });
-    is_locked.recv().unwrap();
+    let mut race = DeletionRace::start(&url).await;
     let import = tokio::spawn({
-        let b = b.clone();
+        let b = race.b.clone();
         async move {
             let follows = vec![BulkFollow { from: user(0), to: user(1), key: None }];
             let opts = BulkOptions { webhooks: false, replace_run: None };
@@ -766,51 +787,15 @@ async fn bulk_import_against_a_deletion(name: &str, looked_up: bool) {
             .await
         }
     });
-    let waiting = |what: &'static str| {
-        let db = &db;
-        async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
-                let n: i64 = db.with(move |c| {
-                    c.query_one(&format!("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype {what}"), &[]).unwrap().get(0)
-                });
-                if n > 0 {
-                    return true;
-                }
-                if std::time::Instant::now() > deadline {
-                    return false;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    };
-    assert!(waiting("= 'advisory'").await, "node B's import never waited for the pair lock");
-    let deletion = tokio::spawn({
-        let a = a.clone();
-        async move { followd_graph::write(&*a, |tx| deletion::delete_accounts(tx, &cx(None), &[user(1)], 1000)).await }
-    });
+    assert!(race.waited("= 'advisory'").await, "node B's import never waited for the pair lock");
+    let deletion = tokio::spawn(DeletionRace::delete_u1(race.a.clone()));
     // The deletion waits for the import's transaction (before the fix it went through at once).
-    assert!(waiting("<> 'advisory'").await, "the deletion never waited for the import's batch");
+    assert!(race.waited("<> 'advisory'").await, "the deletion never waited for the import's batch");
     assert!(!deletion.is_finished(), "the deletion ended while the import's batch was open");
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    race.release();
     let imported = import.await.unwrap().unwrap();
     assert!(imported.rejected.is_empty(), "{imported:?}");
-    let d = deletion.await.unwrap().unwrap();
+    let d = deletion.await.unwrap();
     assert_eq!(d.unfinished, 0, "{d:?}");
-    let (edges, following): (i64, i64) = db.with(move |c| {
-        let e = c.query_one("SELECT count(*) FROM edges", &[]).unwrap().get(0);
-        let f = c
-            .query_one("SELECT (a.following + coalesce((SELECT sum(following) FROM count_deltas WHERE uid = a.id), 0))::bigint FROM accounts a WHERE id = $1", &[&u0])
-            .unwrap()
-            .get::<_, i64>(0);
-        (e, f)
-    });
-    assert_eq!((edges, following), (0, 0), "an edge or a count was left for the deleted account (deletion: {d:?})");
-    tokio::task::spawn_blocking(move || {
-        drop(a);
-        drop(b);
-    })
-    .await
-    .unwrap();
+    race.ends_clean(&format!("deletion: {d:?}")).await;
 }

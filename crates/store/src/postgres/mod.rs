@@ -88,73 +88,95 @@ struct Batched {
     args: usize,
 }
 
-const PAIR_EDGES_OF: Batched = Batched { name: "followd_pair_edges", sql: PAIR_EDGES, args: 2 };
-/// Transaction advisory locks on the keys `$1` (pass them in key order, so that two transactions
-/// locking overlapping sets wait for each other instead of deadlocking).
-const LOCK_KEYS: Batched =
-    Batched { name: "followd_lock_keys", sql: "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", args: 1 };
-/// The accounts whose counters a limit reads, locked in id order.
-const LOCK_ACCOUNTS: Batched = Batched {
-    name: "followd_lock_accounts",
-    sql: "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
-    args: 1,
-};
-/// The counters of several users, each row led by the user's id.
-const COUNTS_OF_IDS: Batched = Batched {
-    name: "followd_counts_of",
-    sql: concat!("SELECT a.id, ", counters!(), " WHERE a.id = ANY($1::bigint[]) GROUP BY a.id"),
-    args: 1,
-};
-/// The accounts a follow names, kept until it commits (a deletion's tombstone waits for it).
-const KEEP_ACCOUNTS: Batched = Batched {
-    name: "followd_keep_accounts",
-    sql: "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) AND NOT deleted ORDER BY id FOR KEY SHARE",
-    args: 1,
-};
-/// The unfinished deletions of the apps `$1`.
-const DELETIONS_OF: Batched = Batched {
-    name: "followd_deletions_of",
-    sql: "SELECT app, account FROM deletions WHERE app = ANY($1::bigint[]) ORDER BY app, created_ms, account",
-    args: 1,
-};
-/// Each pair a probe of the primary key on both columns, as in [`PAIR_EDGES`].
-const DELETE_EDGES: Batched = Batched {
-    name: "followd_delete_edges",
-    sql: "DELETE FROM edges WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
-          CROSS JOIN LATERAL (SELECT ctid FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e))",
-    args: 2,
-};
-const INSERT_EDGES: Batched = Batched {
-    name: "followd_insert_edges",
-    sql: "INSERT INTO edges(app, src, dst, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
-    args: 4,
-};
-/// By the pair, not by the key: a key recomputed from two follow times taken on nodes with skewed
-/// clocks could name no row.
-const DELETE_MUTUAL: Batched = Batched {
-    name: "followd_delete_mutual",
-    sql: "DELETE FROM mutual WHERE ctid = ANY(ARRAY(SELECT m.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(a, b) \
-          CROSS JOIN LATERAL (SELECT ctid FROM mutual WHERE a = x.a AND b = x.b OFFSET 0) m))",
-    args: 2,
-};
-const INSERT_MUTUAL: Batched = Batched {
-    name: "followd_insert_mutual",
-    sql: "INSERT INTO mutual(app, a, b, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])",
-    args: 4,
-};
-const INSERT_MARKS: Batched = Batched {
-    name: "followd_insert_marks",
-    sql: "INSERT INTO bulk_marks(run, src, dst) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
-    args: 3,
-};
-/// Counter deltas, to be folded into `accounts` later ([`fold_counts`]).
-const INSERT_DELTAS: Batched = Batched {
-    name: "followd_insert_deltas",
-    sql: "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
+/// Declares a [`Batched`] statement.
+macro_rules! batched {
+    ($(#[$doc:meta])* $id:ident, $name:literal, $args:literal, $sql:expr) => {
+        $(#[$doc])*
+        const $id: Batched = Batched { name: $name, sql: $sql, args: $args };
+    };
+}
+
+batched!(PAIR_EDGES_OF, "followd_pair_edges", 2, PAIR_EDGES);
+batched!(
+    /// Transaction advisory locks on the keys `$1` (pass them in key order, so that two transactions
+    /// locking overlapping sets wait for each other instead of deadlocking).
+    LOCK_KEYS,
+    "followd_lock_keys",
+    1,
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
+);
+batched!(
+    /// The accounts whose counters a limit reads, locked in id order.
+    LOCK_ACCOUNTS,
+    "followd_lock_accounts",
+    1,
+    "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+);
+batched!(
+    /// The counters of several users, each row led by the user's id.
+    COUNTS_OF_IDS,
+    "followd_counts_of",
+    1,
+    concat!("SELECT a.id, ", counters!(), " WHERE a.id = ANY($1::bigint[]) GROUP BY a.id")
+);
+batched!(
+    /// The accounts a follow names, kept until it commits (a deletion's tombstone waits for it).
+    KEEP_ACCOUNTS,
+    "followd_keep_accounts",
+    1,
+    "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) AND NOT deleted ORDER BY id FOR KEY SHARE"
+);
+batched!(
+    /// The unfinished deletions of the apps `$1`.
+    DELETIONS_OF,
+    "followd_deletions_of",
+    1,
+    "SELECT app, account FROM deletions WHERE app = ANY($1::bigint[]) ORDER BY app, created_ms, account"
+);
+batched!(
+    /// Each pair a probe of the primary key on both columns, as in [`PAIR_EDGES`].
+    DELETE_EDGES,
+    "followd_delete_edges",
+    2,
+    "DELETE FROM edges WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(s, d) \
+          CROSS JOIN LATERAL (SELECT ctid FROM edges WHERE src = x.s AND dst = x.d OFFSET 0) e))"
+);
+batched!(
+    INSERT_EDGES,
+    "followd_insert_edges",
+    4,
+    "INSERT INTO edges(app, src, dst, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])"
+);
+batched!(
+    /// By the pair, not by the key: a key recomputed from two follow times taken on nodes with skewed
+    /// clocks could name no row.
+    DELETE_MUTUAL,
+    "followd_delete_mutual",
+    2,
+    "DELETE FROM mutual WHERE ctid = ANY(ARRAY(SELECT m.ctid FROM unnest($1::bigint[], $2::bigint[]) AS x(a, b) \
+          CROSS JOIN LATERAL (SELECT ctid FROM mutual WHERE a = x.a AND b = x.b OFFSET 0) m))"
+);
+batched!(
+    INSERT_MUTUAL,
+    "followd_insert_mutual",
+    4,
+    "INSERT INTO mutual(app, a, b, t) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])"
+);
+batched!(
+    INSERT_MARKS,
+    "followd_insert_marks",
+    3,
+    "INSERT INTO bulk_marks(run, src, dst) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING"
+);
+batched!(
+    /// Counter deltas, to be folded into `accounts` later ([`fold_counts`]).
+    INSERT_DELTAS,
+    "followd_insert_deltas",
+    4,
+    "INSERT INTO count_deltas(app, uid, followers, following, mutual) \
           SELECT a.app, x.uid, x.f, x.g, x.m FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) AS x(uid, f, g, m) \
-          CROSS JOIN LATERAL (SELECT app FROM accounts WHERE id = x.uid OFFSET 0) a",
-    args: 4,
-};
+          CROSS JOIN LATERAL (SELECT app FROM accounts WHERE id = x.uid OFFSET 0) a"
+);
 const BATCHED: [&Batched; 12] = [
     &PAIR_EDGES_OF,
     &LOCK_KEYS,
