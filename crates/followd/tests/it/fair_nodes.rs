@@ -308,10 +308,10 @@ async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its
     assert_eq!(first["ResultItem"][0]["ResultCode"], 0, "{first}");
     let second = b_node.call(&http, "follow/follow_add", json!({"From_Account": "alice", "FollowItem": [{"To_Account": "t2"}]})).await;
     assert_eq!(second["ResultItem"][0]["ResultCode"], 0, "{second}");
-    let handed: bool = db.with(|c| c.query_one("SELECT count(*) = 2 AND count(DISTINCT node) = 1 FROM events", &[]).unwrap().get(0));
-    assert!(handed, "both events belong to node A");
     // A's writer is still held after its COMMIT: its own event has not gone out yet.
     assert!(rx.received().is_empty(), "the first event went out before the failpoint let it");
+    let handed: bool = db.with(|c| c.query_one("SELECT count(*) = 2 AND count(DISTINCT node) = 1 FROM events", &[]).unwrap().get(0));
+    assert!(handed, "both events belong to node A");
 
     let got = rx.wait_for(2, 20).await;
     let order: Vec<String> = got.iter().map(target).collect();

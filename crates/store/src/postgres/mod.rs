@@ -193,8 +193,9 @@ const BATCHED: [&Batched; 12] = [
 ];
 
 /// Prepares every [`Batched`] statement on the writer's connection (once per connection). A server
-/// session reused by a pooler may hold them already, perhaps from another version: those are
-/// replaced.
+/// session that a session-mode pooler hands on without `DISCARD ALL` may hold them already, perhaps
+/// from another version: those are replaced. (A transaction-mode pooler cannot carry SQL-level
+/// prepared statements from one transaction to the next: not supported, as the README says.)
 fn prepare_batched(c: &mut Conn) -> Result<(), postgres::Error> {
     let mut sql = String::new();
     for r in c.client.query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'followd\\_%'", &[])? {
@@ -1883,6 +1884,8 @@ impl WriteTx for PgWriteTx<'_> {
             .map(|r| r.get(0)))
         })?;
         if let Some(id) = created {
+            // Made by this transaction: no other sees it before it commits.
+            self.kept.insert(id);
             self.remember(app_id, user, id);
             return Ok((id, true));
         }
@@ -1905,6 +1908,8 @@ impl WriteTx for PgWriteTx<'_> {
         })?
         .ok_or_else(|| StoreError::database(std::io::Error::other("the account was deleted while it was imported")))
         .map_err(|e| self.fail(e))?;
+        // Held FOR NO KEY UPDATE (a tombstone waits for it too), found not deleted.
+        self.kept.insert(id);
         self.remember(app_id, user, id);
         Ok((id, false))
     }
