@@ -1735,6 +1735,24 @@ impl PgWriteTx<'_> {
         self.guard(|c| Ok(c.query_opt("SELECT app FROM accounts WHERE id = $1", &[&uid])?.map_or(0, |r| r.get(0))))
     }
 
+    /// Looks up the accounts of `app` named `names` that are not deleted and holds them `FOR KEY
+    /// SHARE` until the transaction ends (a deletion's tombstone waits for it): remembered and kept.
+    fn keep_by_name(&mut self, app: AppId, names: &[&str]) -> StoreResult<()> {
+        let a = app as i64;
+        let rows = self.guard(|c| {
+            c.query(
+                "SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted ORDER BY id FOR KEY SHARE",
+                &[&a, &names],
+            )
+        })?;
+        for r in rows {
+            let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
+            self.kept.insert(r.get(0));
+            self.remember(app, &user, r.get(0));
+        }
+        Ok(())
+    }
+
     fn remember(&mut self, app: AppId, user: &UserId, uid: Uid) {
         if !self.absent.is_empty() {
             self.absent.remove(&(app, user.clone()));
@@ -1793,18 +1811,7 @@ impl WriteTx for PgWriteTx<'_> {
         // finds.
         let others: Vec<&str> = users.iter().filter(|u| !self.ids.contains_key(&(app, (**u).clone()))).map(|u| u.as_str()).collect();
         if !others.is_empty() {
-            let rows = self.guard(|c| {
-                c.query(
-                    "SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted ORDER BY id FOR KEY SHARE",
-                    &[&a, &others],
-                )
-            })?;
-            for r in rows {
-                let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
-                self.absent.remove(&(app, user.clone()));
-                self.kept.insert(r.get(0));
-                self.remember(app, &user, r.get(0));
-            }
+            self.keep_by_name(app, &others)?;
         }
         Ok(created)
     }
@@ -1820,11 +1827,7 @@ impl WriteTx for PgWriteTx<'_> {
         known.sort_unstable();
         known.dedup();
         if !known.is_empty() {
-            let held: HashSet<Uid> = self
-                .guard(|c| c.query("SELECT id FROM accounts WHERE id = ANY($1) AND NOT deleted ORDER BY id FOR KEY SHARE", &[&known]))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let held: HashSet<Uid> = self.guard(|c| c.query(KEEP_ACCOUNTS.sql, &[&known]))?.iter().map(|r| r.get(0)).collect();
             if known.iter().any(|id| !held.contains(id)) {
                 // Deleted by another node since this transaction looked it up: run it again.
                 self.retry = true;
@@ -1838,22 +1841,12 @@ impl WriteTx for PgWriteTx<'_> {
         if names.is_empty() {
             return Ok(());
         }
-        let (a, texts): (i64, Vec<&str>) = (app as i64, names.iter().map(|u| u.as_str()).collect());
-        let rows = self.guard(|c| {
-            c.query(
-                "SELECT id, user_id FROM accounts WHERE app = $1 AND user_id = ANY($2) AND NOT deleted ORDER BY id FOR KEY SHARE",
-                &[&a, &texts],
-            )
-        })?;
-        for u in names {
-            self.absent.insert((app, u.clone()));
+        // Absent unless found (`remember` takes a found one out).
+        for u in &names {
+            self.absent.insert((app, (*u).clone()));
         }
-        for r in rows {
-            let user = parse_user(r.get(1)).map_err(|e| self.fail(e))?;
-            self.kept.insert(r.get(0));
-            self.remember(app, &user, r.get(0));
-        }
-        Ok(())
+        let texts: Vec<&str> = names.iter().map(|u| u.as_str()).collect();
+        self.keep_by_name(app, &texts)
     }
 
     fn user_id(&mut self, uid: Uid) -> StoreResult<UserId> {
