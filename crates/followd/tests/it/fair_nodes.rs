@@ -321,3 +321,71 @@ async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its
     a_node.stop().await;
     b_node.stop().await;
 }
+
+/// A node whose connection breaks while `COMMIT` is under way (a failpoint cuts it once: after the
+/// query reached the server, before, or with all but `COMMIT` sent and the connection left open)
+/// learns what became of the transaction before it writes anything else: committed, the client is
+/// answered success and the event goes out ahead of the user's next one; not committed, the follow
+/// is run again. Either way one edge and one event each, every event sent once, in order.
+async fn a_commit_whose_answer_is_lost(test: &str, cut: &str, resolved: &[&str]) {
+    let Some(url) = crate::pg::url(test) else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("followd.toml");
+    let top = format!("database_url = \"{}\"", db.url);
+    std::fs::write(&path, config_text_with_top(&top, &hook(&rx.url("/cb"), ""), "")).unwrap();
+    let failpoint = format!("pg-commit-lost=1*return({cut})");
+    let node = crate::binary::start_with(&path, &[("FAILPOINTS", failpoint.as_str())]).await;
+    let http = reqwest::Client::new();
+    assert_ok(&node.call(&http, "im_open_login_svc/multiaccount_import", json!({"Accounts": ["alice", "t1", "t2"]})).await);
+
+    for t in ["t1", "t2"] {
+        let r = node.call(&http, "follow/follow_add", json!({"From_Account": "alice", "FollowItem": [{"To_Account": t}]})).await;
+        assert_ok(&r);
+        assert_eq!(r["ResultItem"][0]["ResultCode"], 0, "{r}");
+    }
+    assert!(node.logged("the connection broke during COMMIT"), "the failpoint did not fire");
+    for line in resolved {
+        assert!(node.logged(line), "not logged: {line}");
+    }
+    let got = rx.wait_for(2, 20).await;
+    let order: Vec<String> = got.iter().map(target).collect();
+    assert_eq!(order, ["t1", "t2"], "alice's events as the receiver got them");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 2, "each sent once");
+    let (edges, events, pending): (i64, i64, i64) = db.with(|c| {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM edges), (SELECT count(*) FROM events), (SELECT count(*) FROM events WHERE state = 0)",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    });
+    assert_eq!((edges, events, pending), (2, 2, 0), "one edge and one event a follow, none left pending");
+    let r = node.call(&http, "follow/follow_get_info", json!({"From_Account": "alice", "To_Account": ["alice"]})).await;
+    assert_eq!(r["FollowInfo"][0]["FollowingCount"], 2, "{r}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_after_it_reached_the_server_is_found_committed() {
+    a_commit_whose_answer_is_lost("a_commit_whose_answer_is_lost_after_it_reached_the_server_is_found_committed", "after", &["did commit"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_before_it_reached_the_server_is_run_again() {
+    a_commit_whose_answer_is_lost("a_commit_lost_before_it_reached_the_server_is_run_again", "before", &["did not commit"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_old_connection_stays_open_is_ended_and_run_again() {
+    a_commit_whose_answer_is_lost(
+        "a_commit_whose_old_connection_stays_open_is_ended_and_run_again",
+        "open",
+        &["ended the server process", "did not commit"],
+    )
+    .await;
+}

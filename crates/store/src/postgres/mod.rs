@@ -291,8 +291,32 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// Whether `e` ended the connection rather than a statement: no answer from the server (an I/O
+/// error, a closed socket), or a `FATAL` one (the server process was stopped, perhaps after its
+/// `COMMIT` completed). A statement's own error leaves the connection open and the transaction
+/// uncommitted.
+fn connection_ended(e: &postgres::Error, client: &Client) -> bool {
+    client.is_closed()
+        || e.as_db_error()
+            .is_none_or(|d| matches!(d.parsed_severity(), Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)))
+}
+
 /// The rows of one statement of [`Conn::int_results`].
 type IntRows = Vec<Vec<Option<i64>>>;
+
+/// Begins a write transaction and reads its id and the server process's: if the connection breaks
+/// while `COMMIT` is under way, [`Writer::resolve`] waits until no server process runs that
+/// transaction any more. The id is taken at once (every write batch writes, or locks a row, which
+/// takes one anyway).
+const BEGIN: &str = "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()";
+
+/// The transaction id and server process id in the answer to [`BEGIN`] (its second statement).
+fn begun(rows: Option<&IntRows>) -> Option<(i64, i64)> {
+    match rows?.first()?[..] {
+        [Some(xid), Some(pid)] => Some((xid, pid)),
+        _ => None,
+    }
+}
 
 /// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
 fn lock_and_count(uid: Uid) -> String {
@@ -407,6 +431,8 @@ pub struct PgStore {
     read_ahead: Arc<std::sync::atomic::AtomicU64>,
     refused: std::sync::atomic::AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tells the writer that the store closes ([`Writer::resolve`] stops waiting for the database).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     readers: Arc<ReadPool>,
     hooks: CommitHooks,
 }
@@ -437,9 +463,26 @@ impl PgStore {
         let url_w = url.to_owned();
         let commit_gate = Arc::new(Mutex::new(()));
         let gate = commit_gate.clone();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = std::thread::Builder::new()
             .name("followd-pg-writer".into())
-            .spawn(move || Writer { url: url_w, conn: Some(conn), last_key: 0, hooks: writer_hooks, node, read_ahead: ahead, gate }.run(rx))
+            .spawn({
+                let stopping = stopping.clone();
+                move || {
+                    let w = Writer {
+                        url: url_w,
+                        conn: Some(conn),
+                        last_key: 0,
+                        hooks: writer_hooks,
+                        node,
+                        read_ahead: ahead,
+                        gate,
+                        stopping,
+                        batches: 0,
+                    };
+                    w.run(rx)
+                }
+            })
             .map_err(StoreError::database)?;
         let heartbeat = start_heartbeat(url.to_owned(), node)?;
         let handed = Arc::new(tokio::sync::Notify::new());
@@ -454,6 +497,7 @@ impl PgStore {
             read_ahead,
             refused: 0.into(),
             writer: Mutex::new(Some(writer)),
+            stopping,
             readers: Arc::new(ReadPool {
                 url: url.to_owned(),
                 idle: Mutex::new(Vec::new()),
@@ -490,6 +534,7 @@ impl PgStore {
     /// Stops taking writes, lets the writer commit everything queued, and waits for it.
     pub fn close(&self) {
         self.jobs.lock().take();
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }
@@ -827,6 +872,7 @@ fn adopt(c: &mut Conn, node: i64, lanes: i64, apps: &[i64]) -> StoreResult<u64> 
     }
     // Leases long gone are forgotten (their events were adopted above or by another node).
     c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)?;
+    c.execute("DELETE FROM commit_marks m WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = m.node)", &[]).map_err(db)?;
     Ok(moved)
 }
 
@@ -888,7 +934,8 @@ fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Send
             // by the next node that looks.
             let conn = conn.filter(|c| !c.client.is_closed()).or_else(|| Conn::connect(&url).ok());
             if let Some(mut c) = conn {
-                let _ = c.execute("DELETE FROM nodes WHERE id = $1", &[&node]);
+                let _ =
+                    c.client.batch_execute(&format!("DELETE FROM nodes WHERE id = {node}; DELETE FROM commit_marks WHERE node = {node}"));
             }
         })
         .map_err(StoreError::database)?;
@@ -985,6 +1032,20 @@ struct Writer {
     read_ahead: Arc<std::sync::atomic::AtomicU64>,
     /// [`PgStore::commit_gate`].
     gate: Arc<Mutex<()>>,
+    /// Set when the store closes: [`Writer::resolve`] gives up.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Batches begun: each writes its number into `commit_marks` ([`Writer::resolve`]).
+    batches: i64,
+}
+
+/// How a batch's `COMMIT` failed.
+enum Unfinished<'g> {
+    /// The server answered an error: the transaction is not committed.
+    Failed(StoreError),
+    /// The connection broke before the answer came: the transaction may have committed. The gate is
+    /// held as for a commit, until the transaction's outcome is known. (`true`: a test left the
+    /// connection open, its transaction still running.)
+    Lost(Option<parking_lot::MutexGuard<'g, ()>>, StoreError, bool),
 }
 
 /// A queued write job, with what it said it will read.
@@ -1071,16 +1132,11 @@ impl Writer {
         gate: &'g Mutex<()>,
     ) -> (Vec<Completion>, Result<(Vec<StoredEvent>, Vec<(AppId, EdgeChange)>, Option<parking_lot::MutexGuard<'g, ()>>), (StoreError, bool)>)
     {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.conn = None;
-            match Conn::connect(&self.url).and_then(|mut c| prepare_batched(&mut c).map_err(prepare_failed).map(|()| c)) {
-                Ok(c) => self.conn = Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot connect to PostgreSQL or prepare the writer's statements");
-                    return (Vec::new(), Err((e, false)));
-                }
-            }
+        if let Err(e) = self.connect() {
+            tracing::error!(error = %e, "cannot connect to PostgreSQL or prepare the writer's statements");
+            return (Vec::new(), Err((e, false)));
         }
+        self.batches += 1;
         let conn = self.conn.as_mut().expect("connected above");
         let now_ms = (now_micros() / 1000) as u64;
         let mut tx = PgWriteTx {
@@ -1105,12 +1161,18 @@ impl Writer {
             emitted: Vec::new(),
             absent: HashSet::new(),
             kept: HashSet::new(),
+            xid: None,
+            batch: self.batches,
         };
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
         if plans.is_empty() {
-            if let Err(e) = tx.conn.client.batch_execute("BEGIN") {
-                let retry = retryable(&e);
-                return (Vec::new(), Err((db(e), retry)));
+            match tx.conn.int_results(BEGIN) {
+                Ok(r) => tx.xid = begun(r.get(1)),
+                Err(e) => {
+                    let retry = retryable(&e);
+                    let _ = tx.conn.client.batch_execute("ROLLBACK");
+                    return (Vec::new(), Err((db(e), retry)));
+                }
             }
         } else {
             // BEGIN is sent with the batch's reads. A failure is kept in `tx.failed`: it fails the
@@ -1122,20 +1184,107 @@ impl Writer {
         }
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
         let outcome = tx.commit(gate);
-        match outcome {
-            Ok(passing) => {
-                let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
-                if !listening {
-                    changes.clear();
-                }
-                (done, Ok((events, changes, passing)))
-            }
-            Err(e) => {
+        let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
+        if !listening {
+            changes.clear();
+        }
+        let passing = match outcome {
+            Ok(passing) => passing,
+            Err(Unfinished::Failed(e)) => {
                 let retry = tx.retry;
                 let _ = tx.conn.client.batch_execute("ROLLBACK");
-                (done, Err((e, retry)))
+                return (done, Err((e, retry)));
+            }
+            Err(Unfinished::Lost(passing, e, left_open)) => {
+                let begun = tx.xid.expect("a commit is reported lost only for a transaction whose id was read");
+                if left_open {
+                    // A test's stand-in for a connection cut without either side closing it.
+                    std::mem::forget(self.conn.take());
+                }
+                self.conn = None;
+                tracing::warn!(error = %e, xid = begun.0, "the connection broke during COMMIT; asking PostgreSQL whether it committed");
+                match self.resolve(begun) {
+                    Some(true) => passing,
+                    // Nothing of it is stored: run it again, as after a conflict.
+                    Some(false) => return (done, Err((e, true))),
+                    None => return (done, Err((e, false))),
+                }
+            }
+        };
+        (done, Ok((events, changes, passing)))
+    }
+
+    /// Whether the batch begun last, transaction `xid` run by the server process `pid`, committed,
+    /// asked on a new connection until PostgreSQL answers; `None` if the store closes first. Once no
+    /// server process runs the transaction any more (one still running it after a second, its
+    /// client gone unnoticed, is ended with `pg_terminate_backend`, so that it aborts), the batch's
+    /// own row in `commit_marks` tells: its number is there only if it committed. (The transaction
+    /// id alone cannot tell: after a crash that lost its records, the id is given out again.)
+    /// Nothing else is written meanwhile (this thread is the node's only writer) and the commit
+    /// gate stays held, so no later event of this node, its own or handed to it, reaches the
+    /// dispatcher before the batch's.
+    fn resolve(&mut self, (xid, pid): (i64, i64)) -> Option<bool> {
+        let (node, batch) = (self.node, self.batches);
+        // pg_stat_activity shows the 32-bit transaction id.
+        let (pid, short_xid) = (pid as i32, (xid & 0xffff_ffff).to_string());
+        let started = std::time::Instant::now();
+        let mut terminated = false;
+        let mut said: Option<std::time::Instant> = None;
+        loop {
+            let asked = self.connect().and_then(|c| {
+                let running = "FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text = $2";
+                let still: bool =
+                    c.client.query_one(&format!("SELECT EXISTS (SELECT 1 {running})"), &[&pid, &short_xid]).map_err(db)?.get(0);
+                if still {
+                    if !terminated && started.elapsed() > std::time::Duration::from_secs(1) {
+                        c.client.execute(&format!("SELECT pg_terminate_backend(pid) {running}"), &[&pid, &short_xid]).map_err(db)?;
+                        tracing::warn!(xid, pid, "ended the server process still running the transaction whose COMMIT lost its answer");
+                        terminated = true;
+                    }
+                    return Ok(None);
+                }
+                let mark = c.client.query_opt("SELECT batch FROM commit_marks WHERE node = $1", &[&node]).map_err(db)?;
+                Ok(Some(mark.is_some_and(|r| r.get::<_, i64>(0) >= batch)))
+            });
+            match asked {
+                Ok(Some(true)) => {
+                    tracing::info!(xid, "the transaction whose COMMIT lost its answer did commit");
+                    return Some(true);
+                }
+                Ok(Some(false)) => {
+                    tracing::info!(xid, "the transaction whose COMMIT lost its answer did not commit; running its jobs again");
+                    return Some(false);
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => {
+                    if said.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(30)) {
+                        tracing::warn!(error = %e, waited_s = started.elapsed().as_secs(), "cannot learn whether a transaction whose COMMIT lost its answer committed; asking again");
+                        said = Some(std::time::Instant::now());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+            // Asked at least once: a store that closes gives up (the batch's events, if it committed,
+            // are sent after the next start).
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    xid,
+                    "closing before learning whether a transaction committed; its events, if any, are sent after the next start"
+                );
+                return None;
             }
         }
+    }
+
+    /// The writer's connection, connected (and its statements prepared) if it is not.
+    fn connect(&mut self) -> StoreResult<&mut Conn> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = None;
+            let mut c = Conn::connect(&self.url)?;
+            prepare_batched(&mut c).map_err(prepare_failed)?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
     }
 }
 
@@ -1181,6 +1330,10 @@ struct PgWriteTx<'w> {
     /// Accounts this transaction holds at least `FOR KEY SHARE` (named by its follows or its bulk
     /// batches): a deletion's tombstone waits for it.
     kept: HashSet<Uid>,
+    /// The transaction's id and its server process's, read with `BEGIN` ([`BEGIN`]).
+    xid: Option<(i64, i64)>,
+    /// The batch's number, written into `commit_marks` with its `COMMIT` ([`Writer::resolve`]).
+    batch: i64,
 }
 
 /// What a transaction will do to one stored row (an edge) or one pair of rows (a mutual relation),
@@ -1341,13 +1494,16 @@ impl PgWriteTx<'_> {
     /// taken just before the last round trip and returned held: that statement waits for no lock
     /// (every lock of the batch is taken before it), so a take of handed events waiting at the gate
     /// never waits for a transaction that waits for it.
-    fn commit<'g>(&mut self, gate: &'g Mutex<()>) -> StoreResult<Option<parking_lot::MutexGuard<'g, ()>>> {
-        self.check()?;
-        self.flush_events()?;
-        self.notify_changes()?;
+    ///
+    /// When the connection breaks before `COMMIT` is answered, the outcome is unknown: that is
+    /// [`Unfinished::Lost`] (with the gate), and the writer asks a new connection ([`Writer::resolve`]).
+    fn commit<'g>(&mut self, gate: &'g Mutex<()>) -> Result<Option<parking_lot::MutexGuard<'g, ()>>, Unfinished<'g>> {
+        self.check().map_err(Unfinished::Failed)?;
+        self.flush_events().map_err(Unfinished::Failed)?;
+        self.notify_changes().map_err(Unfinished::Failed)?;
         let (mut sql, deletes) = self.pending_sql();
         if deletes.is_some() {
-            self.send(&sql, deletes)?;
+            self.send(&sql, deletes).map_err(Unfinished::Failed)?;
             sql.clear();
         }
         let mut counts: Vec<(Uid, Counts)> =
@@ -1360,10 +1516,43 @@ impl PgWriteTx<'_> {
             let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
             statement(&mut sql, &INSERT_DELTAS, &[&uids, &followers, &following, &mutual]);
         }
-        sql.push_str("COMMIT");
+        // The batch's mark, last (its row lock is held only for the COMMIT).
+        sql.push_str(&format!(
+            "INSERT INTO commit_marks(node, batch) VALUES ({}, {}) ON CONFLICT (node) DO UPDATE SET batch = excluded.batch; ",
+            self.node, self.batch
+        ));
         let passing = (!self.events.is_empty()).then(|| gate.lock());
-        self.send(&sql, None)?;
-        Ok(passing)
+        // Tests cut the connection of a batch with events here: `after` COMMIT reached the server (the
+        // default), `before` it was sent, or `open`: all but COMMIT sent and the connection left open.
+        let cut: Option<String> = (|| {
+            fail::fail_point!("pg-commit-lost", passing.is_some() && self.xid.is_some(), |arg: Option<String>| Some(
+                arg.unwrap_or_default()
+            ));
+            None
+        })();
+        let sent = match cut.as_deref() {
+            Some("before") => Err(None),
+            Some("open") => self.conn.affected(&sql).map_err(Some),
+            _ => {
+                sql.push_str("COMMIT");
+                self.conn.affected(&sql).map_err(Some)
+            }
+        };
+        let lost = |e| StoreError::database(std::io::Error::other(format!("the connection to PostgreSQL broke during COMMIT: {e}")));
+        match (sent, cut) {
+            (Ok(_), None) => Ok(passing),
+            (Ok(_), Some(cut)) | (Err(None), Some(cut)) => Err(Unfinished::Lost(passing, lost("failpoint".to_owned()), cut == "open")),
+            (Err(None), None) => unreachable!("only a failpoint sends nothing"),
+            (Err(Some(e)), _) if self.xid.is_some() && connection_ended(&e, &self.conn.client) => {
+                Err(Unfinished::Lost(passing, lost(e.to_string()), false))
+            }
+            (Err(Some(e)), _) => {
+                self.retry = retryable(&e);
+                let e = db(e);
+                self.failed = Some(e.clone());
+                Err(Unfinished::Failed(e))
+            }
+        }
     }
 
     /// Stores the batch's webhook events in two statements, whatever their number: the locks of their
@@ -1532,16 +1721,15 @@ impl PgWriteTx<'_> {
         }
         unknown.sort_unstable();
         unknown.dedup();
-        let mut sql = String::new();
-        // The index of each statement's rows in the answer.
-        let mut at = 0;
+        let mut sql = format!("{BEGIN}; ");
+        // The index of each statement's rows in the answer ([`BEGIN`] is two statements).
+        let mut at = 2;
         let mut next = |sql: &mut String, stmt: String| {
             sql.push_str(&stmt);
             sql.push_str("; ");
             at += 1;
             at - 1
         };
-        next(&mut sql, "BEGIN".into());
         if !keys.is_empty() {
             next(&mut sql, lock_keys_sql(&keys));
         }
@@ -1557,6 +1745,7 @@ impl PgWriteTx<'_> {
             (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
         let deletions_at = (!apps.is_empty()).then(|| next(&mut sql, execute(&DELETIONS_OF, &[&apps])));
         let results = self.guard(|c| c.int_results(&sql))?;
+        self.xid = begun(results.get(1));
         let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
         let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
         let mut counted: HashMap<Uid, Counts> = HashMap::new();
@@ -2369,6 +2558,25 @@ impl ReadView for PgReadView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the server of `FOLLOWD_TEST_DATABASE_URL` (`.ci/postgres` runs it; skipped without).
+    #[test]
+    fn a_cut_connection_counts_as_ended_and_a_statements_error_does_not() {
+        let Ok(url) = std::env::var("FOLLOWD_TEST_DATABASE_URL") else {
+            eprintln!("skipped: FOLLOWD_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let mut a = Conn::connect(&url).unwrap();
+        let e = a.client.simple_query("BEGIN; SELECT 1/0; COMMIT").unwrap_err();
+        assert!(!connection_ended(&e, &a.client), "a statement's error: {e}");
+        a.client.batch_execute("ROLLBACK").unwrap();
+        let pid: i32 = a.client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        let mut b = Conn::connect(&url).unwrap();
+        b.client.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let e = a.client.simple_query("BEGIN; SELECT 1; COMMIT").unwrap_err();
+        assert!(connection_ended(&e, &a.client), "a server process ended: {e}");
+    }
 
     #[test]
     fn batched_statements_run_prepared_when_small_and_planned_when_large() {

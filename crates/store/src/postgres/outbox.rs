@@ -313,9 +313,10 @@ impl Outbox for PgStore {
             let n = taken.len();
             // Each taken event's lane had its previous events committed before it was written; those
             // this node wrote reach the dispatcher first ([`PgStore::commit_gate`]). The writer holds
-            // the gate for one round trip; should that round trip hang (a connection gone half dead),
-            // the take gives up and its events stay handed, taken again later, rather than hold this
-            // reader and the events' row locks.
+            // the gate for one round trip, or until it learns the outcome of a COMMIT whose answer
+            // was lost; should that take long (a connection gone half dead, a database away), the
+            // take gives up after GATE_WAIT and its events stay handed, taken again later, rather
+            // than hold this reader and the events' row locks.
             if gate.try_lock_for(GATE_WAIT).is_none() {
                 let _ = c.client.batch_execute("ROLLBACK");
                 return Err(StoreError::database(std::io::Error::other(

@@ -144,6 +144,16 @@ DROP INDEX events_handed;
 CREATE INDEX events_handed ON events(node, app, id) WHERE handed;
 CREATE INDEX events_lane_handed ON events(app, from_account) WHERE handed;
 "#,
+    r#"
+-- The last write batch each node's writer committed, written by the batch itself: when the
+-- connection breaks during a batch's COMMIT, the writer reads it to learn whether the batch
+-- committed (a transaction id cannot tell after a crash: one whose records were lost is given out
+-- again). One row per running node, removed with its lease.
+CREATE TABLE commit_marks (
+    node  bigint PRIMARY KEY,
+    batch bigint NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.
