@@ -479,6 +479,7 @@ impl PgStore {
                         gate,
                         stopping,
                         batches: 0,
+                        marked: false,
                     };
                     w.run(rx)
                 }
@@ -1036,6 +1037,8 @@ struct Writer {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Batches begun: each writes its number into `commit_marks` ([`Writer::resolve`]).
     batches: i64,
+    /// Whether a batch of this writer committed (so its mark was written).
+    marked: bool,
 }
 
 /// How a batch's `COMMIT` failed.
@@ -1211,67 +1214,87 @@ impl Writer {
                 }
             }
         };
+        self.marked = true;
         (done, Ok((events, changes, passing)))
     }
 
     /// Whether the batch begun last, transaction `xid` run by the server process `pid`, committed,
-    /// asked on a new connection until PostgreSQL answers; `None` if the store closes first. Once no
-    /// server process runs the transaction any more (one still running it after a second, its
-    /// client gone unnoticed, is ended with `pg_terminate_backend`, so that it aborts), the batch's
-    /// own row in `commit_marks` tells: its number is there only if it committed. (The transaction
-    /// id alone cannot tell: after a crash that lost its records, the id is given out again.)
-    /// Nothing else is written meanwhile (this thread is the node's only writer) and the commit
-    /// gate stays held, so no later event of this node, its own or handed to it, reaches the
-    /// dispatcher before the batch's.
+    /// asked on a new connection until PostgreSQL answers; `None` when that cannot be known (the
+    /// store closes first, or the node's mark is gone). Once no server process runs the transaction
+    /// any more (one still running it after a second, its client gone unnoticed, is ended with
+    /// `pg_terminate_backend`, so that it aborts; again every 5 s, and at once when the store
+    /// closes), the node's row in `commit_marks` tells: the batch's number is there only if it
+    /// committed. (The transaction id alone cannot tell: after a crash that lost its records, the id
+    /// is given out again.) Nothing else is written meanwhile (this thread is the node's only
+    /// writer) and the commit gate stays held, so no later event of this node, its own or handed to
+    /// it, reaches the dispatcher before the batch's.
     fn resolve(&mut self, (xid, pid): (i64, i64)) -> Option<bool> {
         let (node, batch) = (self.node, self.batches);
         // pg_stat_activity shows the 32-bit transaction id.
         let (pid, short_xid) = (pid as i32, (xid & 0xffff_ffff).to_string());
         let started = std::time::Instant::now();
-        let mut terminated = false;
+        let mut terminated: Option<std::time::Instant> = None;
+        let mut stopped: Option<std::time::Instant> = None;
         let mut said: Option<std::time::Instant> = None;
+        let mut say = |what: &str, e: Option<&StoreError>| {
+            if said.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(30)) {
+                tracing::warn!(error = e.map(tracing::field::display), xid, waited_s = started.elapsed().as_secs(), "{what}");
+                said = Some(std::time::Instant::now());
+            }
+        };
         loop {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                stopped.get_or_insert_with(std::time::Instant::now);
+            }
             let asked = self.connect().and_then(|c| {
                 let running = "FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text = $2";
                 let still: bool =
                     c.client.query_one(&format!("SELECT EXISTS (SELECT 1 {running})"), &[&pid, &short_xid]).map_err(db)?.get(0);
                 if still {
-                    if !terminated && started.elapsed() > std::time::Duration::from_secs(1) {
+                    let due = match terminated {
+                        None => stopped.is_some() || started.elapsed() > std::time::Duration::from_secs(1),
+                        Some(t) => t.elapsed() > std::time::Duration::from_secs(5),
+                    };
+                    if due {
                         c.client.execute(&format!("SELECT pg_terminate_backend(pid) {running}"), &[&pid, &short_xid]).map_err(db)?;
                         tracing::warn!(xid, pid, "ended the server process still running the transaction whose COMMIT lost its answer");
-                        terminated = true;
+                        terminated = Some(std::time::Instant::now());
                     }
                     return Ok(None);
                 }
                 let mark = c.client.query_opt("SELECT batch FROM commit_marks WHERE node = $1", &[&node]).map_err(db)?;
-                Ok(Some(mark.is_some_and(|r| r.get::<_, i64>(0) >= batch)))
+                Ok(Some(mark.map(|r| r.get::<_, i64>(0))))
             });
             match asked {
-                Ok(Some(true)) => {
+                Ok(Some(Some(b))) if b >= batch => {
                     tracing::info!(xid, "the transaction whose COMMIT lost its answer did commit");
                     return Some(true);
                 }
-                Ok(Some(false)) => {
+                Ok(Some(None)) if self.marked => {
+                    // Removed as a dead node's while this one could not reach the database.
+                    tracing::error!(xid, "cannot tell whether a transaction whose COMMIT lost its answer committed: this node's commit mark is gone; its events, if any, are sent after the next start");
+                    return None;
+                }
+                Ok(Some(_)) => {
                     tracing::info!(xid, "the transaction whose COMMIT lost its answer did not commit; running its jobs again");
                     return Some(false);
                 }
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Ok(None) => {
+                    say("the transaction whose COMMIT lost its answer is still running; waiting for it to end", None);
+                    if stopped.is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                        return None;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 Err(e) => {
-                    if said.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(30)) {
-                        tracing::warn!(error = %e, waited_s = started.elapsed().as_secs(), "cannot learn whether a transaction whose COMMIT lost its answer committed; asking again");
-                        said = Some(std::time::Instant::now());
+                    say("cannot learn whether a transaction whose COMMIT lost its answer committed; asking again", Some(&e));
+                    // Asked at least once: a store that closes gives up (the batch's events, if it
+                    // committed, are sent after the next start).
+                    if stopped.is_some() {
+                        return None;
                     }
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
-            }
-            // Asked at least once: a store that closes gives up (the batch's events, if it committed,
-            // are sent after the next start).
-            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(
-                    xid,
-                    "closing before learning whether a transaction committed; its events, if any, are sent after the next start"
-                );
-                return None;
             }
         }
     }
