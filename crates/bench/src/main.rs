@@ -476,8 +476,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let echo1 = drive(&http, conns, dur, u64::MAX, echo_make(echo_url.clone()), one).await?;
     eprintln!("echo: {:.0} req/s", echo1.rps());
 
-    let add_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
-        let ns = nodes.clone();
+    // Calls go to the nodes of `ns` in turn.
+    let add_make_on = |per: u64, ns: Arc<Vec<Target>>| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
         Arc::new(move |i| {
             let url = ns[i as usize % ns.len()].url("follow/follow_add");
             let (f, round) = (i % u, i / u);
@@ -485,8 +485,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             (url.clone(), json!({"From_Account": user(f), "FollowItem": items}).to_string())
         })
     };
-    let del_make = |per: u64| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
-        let ns = nodes.clone();
+    let del_make_on = |per: u64, ns: Arc<Vec<Target>>| -> Arc<dyn Fn(u64) -> (String, String) + Send + Sync> {
         Arc::new(move |i| {
             let url = ns[i as usize % ns.len()].url("follow/follow_delete");
             let (f, round) = (i % u, i / u);
@@ -494,6 +493,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             (url.clone(), json!({"From_Account": user(f), "To_Account": to}).to_string())
         })
     };
+    let add_make = |per: u64| add_make_on(per, nodes.clone());
+    let del_make = |per: u64| del_make_on(per, nodes.clone());
     let add20 = drive(&http, conns, dur, u64::MAX, add_make(20), ok_items).await?;
     eprintln!("follow_add x20: {:.0} edges/s ({:.0} req/s)", add20.ups(), add20.rps());
     let del20 = drive(&http, conns, Duration::from_secs(3600), add20.requests, del_make(20), ok_items).await?;
@@ -502,6 +503,28 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     eprintln!("follow_add x1: {:.0} edges/s", add1.ups());
     let del1 = drive(&http, conns, Duration::from_secs(3600), add1.requests, del_make(1), ok_items).await?;
     eprintln!("follow_delete x1: {:.0} edges/s", del1.ups());
+    // With several nodes, the same follows through the first node alone and through all of them, in
+    // turn and twice, in this run: the ratio of the two then does not depend on how two separate
+    // runs found the machine. Each phase's edges are removed again after it.
+    let mut spread: Option<[(f64, f64); 2]> = None;
+    if nodes.len() > 1 {
+        let first: Arc<Vec<Target>> =
+            Arc::new(vec![Target { http: http.clone(), base: nodes[0].base.clone(), query: nodes[0].query.clone() }]);
+        // [per target count][one node, all nodes]: summed rates.
+        let mut sums = [[0.0f64; 2]; 2];
+        for round in 0..2 {
+            for (k, set) in [&first, &nodes].into_iter().enumerate() {
+                for (j, per) in [1u64, 20].into_iter().enumerate() {
+                    let add = drive(&http, conns, dur, u64::MAX, add_make_on(per, set.clone()), ok_items).await?;
+                    drive(&http, conns, Duration::from_secs(3600), add.requests, del_make_on(per, set.clone()), ok_items).await?;
+                    let rate = if per == 1 { add.rps() } else { add.ups() };
+                    eprintln!("round {round}, {} node(s) serving, follow_add x{per}: {rate:.0}/s", set.len());
+                    sums[j][k] += rate;
+                }
+            }
+        }
+        spread = Some([(sums[0][0] / 2.0, sums[0][1] / 2.0), (sums[1][0] / 2.0, sums[1][1] / 2.0)]);
+    }
     let echo2 = drive(&http, conns, dur, u64::MAX, echo_make(echo_url.clone()), one).await?;
     let echo_rps = (echo1.rps() + echo2.rps()) / 2.0;
     eprintln!("echo again: {:.0} req/s", echo2.rps());
@@ -556,6 +579,17 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     for (name, p) in [("follow_add, 1 target/call", add1), ("follow_delete, 1 target/call", del1)] {
         println!("| {name} | {:.0} calls/s | echo {echo_rps:.0} req/s | {:.2} of echo |", p.rps(), p.rps() / echo_rps);
     }
+    if let Some([(one1, all1), (one20, all20)]) = spread {
+        let n = nodes.len();
+        println!(
+            "| follow_add, 1 target/call: {n} nodes against the first alone, same run (in turn, twice) | {all1:.0} against {one1:.0} calls/s | | {:.2}x |",
+            all1 / one1
+        );
+        println!(
+            "| follow_add, 20 targets/call: {n} nodes against the first alone, same run (in turn, twice) | {all20:.0} against {one20:.0} edges/s | | {:.2}x |",
+            all20 / one20
+        );
+    }
     for (name, p50, p99) in &lat {
         println!("| follow_get WantNum 100, {name} page of {} followers | p50 {p50:.2} ms, p99 {p99:.2} ms | echo p50 {echo_p50:.2} ms, p99 {echo_p99:.2} ms | p99 {:.1}x echo |", cli.fans, p99 / echo_p99);
     }
@@ -592,6 +626,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         "peak_rss_mib": round2(rss as f64 / 1024.0),
         "store": store, "copy_rows_per_s": copy.map(f64::round),
         "add20_vs_copy": copy.map(|c| round2(add20.ups() / c * 1000.0) / 1000.0),
+        "nodes_vs_one_same_run": spread.map(|[(one1, all1), (one20, all20)]| json!({"add1": round2(all1 / one1), "add20": round2(all20 / one20)})),
     });
     println!("{summary}");
     drop(echo);
