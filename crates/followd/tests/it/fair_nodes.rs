@@ -285,19 +285,28 @@ async fn a_requeue_through_another_node_goes_to_the_node_that_owns_the_lane() {
     b_node.stop().await;
 }
 
-/// Node A commits alice's first event; before its writer passes the event on (held there 3 s by a
-/// failpoint), node B writes her second, which it hands to A (A owns her lane) and tells A at once.
-/// A's take of the handed event waits for its own commit to reach the dispatcher: the receiver gets
-/// the first event, then the second (the second came first before the gate).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way() {
-    let Some(url) = crate::pg::url("an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way") else { return };
+/// A database of `test`'s own and a config file (in the returned directory) whose app sends its
+/// webhooks to a new receiver; `None` without a PostgreSQL URL (the test skips).
+async fn hooked(test: &str) -> Option<(crate::pg::TestDb, Receiver, tempfile::TempDir, std::path::PathBuf)> {
+    let url = crate::pg::url(test)?;
     let db = crate::pg::TestDb::create(&url);
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("followd.toml");
     let top = format!("database_url = \"{}\"", db.url);
     std::fs::write(&path, config_text_with_top(&top, &hook(&rx.url("/cb"), ""), "")).unwrap();
+    Some((db, rx, dir, path))
+}
+
+/// Node A commits alice's first event; before its writer passes the event on (held there 3 s by a
+/// failpoint), node B writes her second, which it hands to A (A owns her lane) and tells A at once.
+/// A's take of the handed event waits for its own commit to reach the dispatcher: the receiver gets
+/// the first event, then the second (the second came first before the gate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way() {
+    let Some((db, rx, _dir, path)) = hooked("an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its_way").await else {
+        return;
+    };
     let (a_node, b_node) =
         (crate::binary::start_with(&path, &[("FAILPOINTS", "pg-committed=sleep(3000)")]).await, crate::binary::start(&path).await);
     let http = reqwest::Client::new();
@@ -328,13 +337,7 @@ async fn an_event_handed_to_a_node_does_not_overtake_the_nodes_own_commit_on_its
 /// answered success and the event goes out ahead of the user's next one; not committed, the follow
 /// is run again. Either way one edge and one event each, every event sent once, in order.
 async fn a_commit_whose_answer_is_lost(test: &str, cut: &str, resolved: &[&str]) {
-    let Some(url) = crate::pg::url(test) else { return };
-    let db = crate::pg::TestDb::create(&url);
-    let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("followd.toml");
-    let top = format!("database_url = \"{}\"", db.url);
-    std::fs::write(&path, config_text_with_top(&top, &hook(&rx.url("/cb"), ""), "")).unwrap();
+    let Some((db, rx, _dir, path)) = hooked(test).await else { return };
     let failpoint = format!("pg-commit-lost=1*return({cut})");
     let node = crate::binary::start_with(&path, &[("FAILPOINTS", failpoint.as_str())]).await;
     let http = reqwest::Client::new();
