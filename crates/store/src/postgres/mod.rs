@@ -872,8 +872,10 @@ fn adopt(c: &mut Conn, node: i64, lanes: i64, apps: &[i64]) -> StoreResult<u64> 
         tracing::info!(events = moved, "adopted the pending webhooks of a node whose lease ran out");
     }
     // Leases long gone are forgotten (their events were adopted above or by another node).
-    c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)?;
-    c.execute("DELETE FROM commit_marks m WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = m.node)", &[]).map_err(db)?;
+    // Their commit marks go with them (only then: this runs every heartbeat).
+    if c.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&(live_since - 100 * LEASE_MS)]).map_err(db)? > 0 {
+        c.execute("DELETE FROM commit_marks m WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = m.node)", &[]).map_err(db)?;
+    }
     Ok(moved)
 }
 
