@@ -109,6 +109,7 @@ pub async fn run(
         deletions,
         apps: apps.clone(),
         store: store.clone(),
+        backend: backend.clone(),
         outbox: outbox.clone(),
         dispatcher,
         metrics,

@@ -17,6 +17,8 @@ pub struct AppState {
     pub apps: Arc<Apps>,
     /// The storage backend.
     pub store: Arc<dyn Store>,
+    /// The same backend, for what only it knows (a PostgreSQL node's place among the others).
+    pub backend: followd_store::Backend,
     /// The webhook outbox of the same backend.
     pub outbox: Arc<dyn Outbox>,
     /// The delivery engine.

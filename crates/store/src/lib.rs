@@ -61,6 +61,16 @@ impl Backend {
         }
     }
 
+    /// Called before a live (WebSocket) client registers: on PostgreSQL, makes sure the other nodes
+    /// send this node their edge changes ([`PgStore::prepare_live_client`]); the embedded store has
+    /// no other nodes.
+    pub async fn prepare_live_client(&self) -> followd_graph::StoreResult<()> {
+        match self {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(s) => s.prepare_live_client().await,
+        }
+    }
+
     /// Commits everything queued and stops the writer.
     pub fn close(&self) {
         match self {

@@ -59,6 +59,13 @@ pub async fn events(
         let e = ApiError::new(code::RATE_LIMITED, format!("{me} already has {} live connections", crate::live::MAX_DEVICES));
         return refuse_with(&request_id, StatusCode::TOO_MANY_REQUESTS, e);
     }
+    // On PostgreSQL, the other nodes send this one their changes from now on (their writers skip
+    // NOTIFY while no node has live clients). A node that cannot ask refuses rather than connect a
+    // client that would miss them.
+    if let Err(e) = st.backend.prepare_live_client().await {
+        let e = crate::pipeline::reply::from_graph(e.into(), Family::Follow, &request_id);
+        return refuse_with(&request_id, StatusCode::SERVICE_UNAVAILABLE, e);
+    }
     let sdkappid = app.sdkappid;
     // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.
     ws.read_buffer_size(1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(move |socket| session(socket, st, sdkappid, me))

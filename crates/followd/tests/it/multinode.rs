@@ -229,6 +229,17 @@ async fn a_lost_database_is_answered_in_the_envelope_and_recovered_without_resta
         let r = s.call("follow/follow_get_info", json!({"From_Account": "a", "To_Account": ["a"]})).await;
         assert_eq!(r["ActionStatus"], "FAIL", "{r}");
     }
+    // A node that cannot tell the others it has a live client refuses the WebSocket (in the
+    // envelope) rather than connect a client that would miss their changes.
+    let ws = format!("ws://{}/v1/client/events?sdkappid={APP_A}&identifier=a&usersig={}", s.addr, sig(KEY_A, APP_A, "a"));
+    match tokio_tungstenite::connect_async(ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let body: serde_json::Value = serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["ErrorCode"], followd_protocol::code::FOLLOW_INTERNAL, "{body}");
+        }
+        other => panic!("a WebSocket while the database is away: {:?}", other.map(|_| ())),
+    }
 
     proxy.set_cut(false);
     // The writer and the readers reconnect on their next use: the first write and the first read

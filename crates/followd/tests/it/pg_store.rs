@@ -800,3 +800,101 @@ async fn bulk_import_against_a_deletion(name: &str, looked_up: bool) {
     assert_eq!(d.unfinished, 0, "{d:?}");
     race.ends_clean(&format!("deletion: {d:?}")).await;
 }
+
+/// A node without live clients is sent no edge changes (its writers skip `NOTIFY`): a follow on
+/// node A reaches no listener while node B has none. Once B asks (as it does before its first
+/// WebSocket client registers), A's next follow is sent. B's ask waits for a transaction that was
+/// running when it turned its flag on (such a writer may have read it off), and only for that: a
+/// second ask, with the flag on, returns at once whatever is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_sent_changes_only_once_it_asks_and_its_ask_outwaits_running_writes() {
+    let Some(url) = crate::pg::url("a_node_is_sent_changes_only_once_it_asks_and_its_ask_outwaits_running_writes") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let a = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let b = Arc::new(PgStore::open(&db.url, CommitHooks::default(), 64).unwrap());
+    let accounts: Vec<NewAccount> = (0..4).map(|i| NewAccount { user: user(i), nick: None, face_url: None }).collect();
+    followd_graph::write(&*a, move |tx| write::import_accounts(tx, APP, &accounts)).await.unwrap();
+    let listening =
+        |node: i64| db.with(move |c| c.query_one("SELECT listening FROM nodes WHERE id = $1", &[&node]).unwrap().get::<_, bool>(0));
+
+    // A listener of its own counts what is sent on the change channel.
+    let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let listener = {
+        let (u, heard) = (db.url.clone(), heard.clone());
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+            c.batch_execute("LISTEN followd_changes").unwrap();
+            ready_tx.send(()).unwrap();
+            while stop_rx.try_recv().is_err() {
+                let mut n = c.notifications();
+                let mut it = n.timeout_iter(std::time::Duration::from_millis(50));
+                while let Ok(Some(_)) = postgres::fallible_iterator::FallibleIterator::next(&mut it) {
+                    heard.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    ready_rx.recv().unwrap();
+    let follow = |from: usize, to: usize| {
+        let (a, t) = (a.clone(), vec![user(to)]);
+        async move { followd_graph::write(&*a, move |tx| write::follow_add(tx, &cx(None), &user(from), &t)).await.unwrap() }
+    };
+    follow(0, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 0, "no node has live clients: no change is sent");
+    assert!(!listening(b.node()));
+
+    // A transaction that holds an id, as a writer's does from BEGIN on, stays open across B's ask.
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let hold = |held_tx: std::sync::mpsc::Sender<()>, end_rx: std::sync::mpsc::Receiver<()>| {
+        let u = db.url.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+            let mut tx = c.transaction().unwrap();
+            tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap();
+            held_tx.send(()).unwrap();
+            end_rx.recv().unwrap();
+            tx.commit().unwrap();
+        })
+    };
+    let holder = hold(held_tx, end_rx);
+    held_rx.recv().unwrap();
+    let ask = tokio::spawn({
+        let b = b.clone();
+        async move { b.prepare_live_client().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(listening(b.node()), "the flag is on before the wait");
+    assert!(!ask.is_finished(), "the ask waits for a transaction that was running when the flag turned on");
+    end_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), ask).await.expect("the ask ends once that transaction has").unwrap().unwrap();
+    holder.join().unwrap();
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let holder = hold(held_tx, end_rx);
+    held_rx.recv().unwrap();
+    tokio::time::timeout(std::time::Duration::from_millis(300), b.prepare_live_client())
+        .await
+        .expect("with the flag on, an ask does not wait")
+        .unwrap();
+    end_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    follow(2, 1).await;
+    let mut waited = 0;
+    while heard.load(std::sync::atomic::Ordering::SeqCst) == 0 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert!(heard.load(std::sync::atomic::Ordering::SeqCst) > 0, "B asked: A's change is sent");
+    assert!(!listening(a.node()), "a node that did not ask is not marked");
+    stop_tx.send(()).unwrap();
+    listener.join().unwrap();
+    for s in [a, b] {
+        tokio::task::spawn_blocking(move || s.close()).await.unwrap();
+    }
+}

@@ -304,18 +304,35 @@ fn connection_ended(e: &postgres::Error, client: &Client) -> bool {
 /// The rows of one statement of [`Conn::int_results`].
 type IntRows = Vec<Vec<Option<i64>>>;
 
-/// Begins a write transaction and reads its id and the server process's: if the connection breaks
-/// while `COMMIT` is under way, [`Writer::resolve`] waits until no server process runs that
-/// transaction any more. The id is taken at once (every write batch writes, or locks a row, which
-/// takes one anyway).
-const BEGIN: &str = "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()";
+/// Begins a write transaction of node `node`, reads its id and the server process's, then how many
+/// other nodes want edge changes ([`Subscription`]); three statements ([`BEGIN_STATEMENTS`]).
+///
+/// - The ids: if the connection breaks while `COMMIT` is under way, [`Writer::resolve`] waits until
+///   no server process runs that transaction any more. The id is taken at once (every write batch
+///   writes, or locks a row, which takes one anyway).
+/// - The other nodes' flags are read by a statement of their own, after the id is taken: a node
+///   that turns its flag on then waits for every transaction running at that moment
+///   ([`subscribe`]), so a transaction that read the flag off commits before that node's first
+///   client registers.
+fn begin_sql(node: i64) -> String {
+    format!(
+        "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid(); \
+         SELECT count(*) FROM nodes WHERE listening AND id <> {node}"
+    )
+}
 
-/// The transaction id and server process id in the answer to [`BEGIN`] (its second statement).
-fn begun(rows: Option<&IntRows>) -> Option<(i64, i64)> {
-    match rows?.first()?[..] {
-        [Some(xid), Some(pid)] => Some((xid, pid)),
+/// The statements of [`begin_sql`].
+const BEGIN_STATEMENTS: usize = 3;
+
+/// What the answer to [`begin_sql`] says: the transaction id and server process id, and whether
+/// another node wants this transaction's edge changes (yes when unreadable).
+fn begun(results: &[IntRows]) -> (Option<(i64, i64)>, bool) {
+    let ids = match results.get(1).and_then(|r| r.first()).map(|r| &r[..]) {
+        Some(&[Some(xid), Some(pid)]) => Some((xid, pid)),
         _ => None,
-    }
+    };
+    let others = results.get(2).and_then(|r| r.first()).and_then(|r| r.first().copied().flatten()).is_none_or(|n| n > 0);
+    (ids, others)
 }
 
 /// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
@@ -435,6 +452,8 @@ pub struct PgStore {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     readers: Arc<ReadPool>,
     hooks: CommitHooks,
+    /// Whether the other nodes send this one their edge changes.
+    subscription: Arc<Subscription>,
 }
 
 impl PgStore {
@@ -450,7 +469,7 @@ impl PgStore {
             schema::migrate(&mut conn.client)?;
             // The lease first. The events of nodes whose lease ran out are adopted by the adoption
             // loop (at once, then every heartbeat): it knows which apps this node serves.
-            renew(&mut conn, node).map_err(db)?;
+            renew(&mut conn, node, false).map_err(db)?;
             prepare_batched(&mut conn).map_err(prepare_failed)?;
             Ok::<_, StoreError>(conn)
         })
@@ -485,7 +504,8 @@ impl PgStore {
                 }
             })
             .map_err(StoreError::database)?;
-        let heartbeat = start_heartbeat(url.to_owned(), node)?;
+        let subscription = Arc::new(Subscription::default());
+        let heartbeat = start_heartbeat(url.to_owned(), node, subscription.clone(), hooks.live_clients.clone())?;
         let handed = Arc::new(tokio::sync::Notify::new());
         let listener = start_listener(url.to_owned(), node, hooks.clone(), handed.clone())?;
         Ok(PgStore {
@@ -499,6 +519,7 @@ impl PgStore {
             refused: 0.into(),
             writer: Mutex::new(Some(writer)),
             stopping,
+            subscription,
             readers: Arc::new(ReadPool {
                 url: url.to_owned(),
                 idle: Mutex::new(Vec::new()),
@@ -568,6 +589,22 @@ impl PgStore {
         let node = self.node;
         let apps: Vec<i64> = apps.iter().map(|&a| a as i64).collect();
         self.readers.run(move |c| adopt(c, node, lanes, &apps)).await
+    }
+
+    /// Makes sure the other nodes send this node their edge changes before a live client registers
+    /// (see [`Subscription`]): at once when they already do, else one write and a wait for the
+    /// transactions running meanwhile (at most a few ms, unless an unrelated transaction stays open).
+    /// The client must register within [`LISTEN_LINGER_MS`].
+    pub async fn prepare_live_client(&self) -> StoreResult<()> {
+        use std::sync::atomic::Ordering;
+        if let Some(_turn) = self.subscription.change.try_lock() {
+            if self.subscription.on.load(Ordering::Acquire) {
+                self.subscription.wanted_ms.store(now_micros() / 1000, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        let (node, sub) = (self.node, self.subscription.clone());
+        self.readers.run(move |c| subscribe(c, node, &sub)).await
     }
 
     /// Woken (`NOTIFY`) when events were handed to this node: tell the dispatcher.
@@ -836,14 +873,110 @@ fn start_listener(
     Ok((stop, t))
 }
 
-/// Renews this node's lease.
-fn renew(c: &mut Conn, node: i64) -> Result<(), postgres::Error> {
+/// Renews this node's lease. A row that was lost (the node was away so long that the others forgot
+/// it) is written again with its [`Subscription`] flag; an existing row's flag is left alone (only
+/// [`subscribe`] and [`unsubscribe_idle`] change it).
+fn renew(c: &mut Conn, node: i64, listening: bool) -> Result<(), postgres::Error> {
     let now = now_micros() / 1000;
     c.execute(
-        "INSERT INTO nodes(id, seen_ms, started_ms) VALUES ($1, $2, $2) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
-        &[&node, &now],
+        "INSERT INTO nodes(id, seen_ms, started_ms, listening) VALUES ($1, $2, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms, listening = nodes.listening OR excluded.listening",
+        &[&node, &now, &listening],
     )
     .map(drop)
+}
+
+/// Whether the other nodes send this node their edge changes: its row's `nodes.listening`, which
+/// their writers read with `BEGIN` ([`begin_sql`]). A writer sends none while no other node wants
+/// them, so a node without live clients costs the others no `NOTIFY` (one lock for every notifying
+/// commit of the cluster, held through its WAL flush) and reads none. It is turned on before the
+/// node's first live client registers ([`PgStore::prepare_live_client`]), and off by the heartbeat
+/// once no client has been there or wanted it for [`LISTEN_LINGER_MS`].
+#[derive(Default)]
+pub(crate) struct Subscription {
+    /// What this node last wrote into its flag.
+    on: std::sync::atomic::AtomicBool,
+    /// Held while the flag changes, and by a client that finds it on until it has said it wants it
+    /// ([`Subscription::wanted_ms`]): turning it off never slips between the two.
+    change: Mutex<()>,
+    /// When a live client was last there or about to register (ms since the epoch).
+    wanted_ms: std::sync::atomic::AtomicI64,
+}
+
+/// How long a node keeps receiving the other nodes' changes after its last live client left: a
+/// client that reconnects finds the flag on (no write, no wait).
+pub const LISTEN_LINGER_MS: i64 = 60_000;
+
+/// How long turning the flag on waits at most for the transactions that may have read it off.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Turns `node`'s flag on, then waits until every transaction that was running when it turned on
+/// has ended (at most [`SUBSCRIBE_WAIT`]; a transaction of an unrelated client may stay open
+/// longer). A writer reads the flag after it took its transaction id, so one that read it off
+/// before it turned on was running then: its commit, which notified no one, comes before the
+/// caller's client registers, and every later transaction reads the flag on.
+fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
+    let _turn = sub.change.lock();
+    sub.wanted_ms.store(now_micros() / 1000, std::sync::atomic::Ordering::Relaxed);
+    if sub.on.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(());
+    }
+    let now = now_micros() / 1000;
+    c.execute(
+        "INSERT INTO nodes(id, seen_ms, started_ms, listening) VALUES ($1, $2, $2, true) ON CONFLICT (id) DO UPDATE SET listening = true",
+        &[&node, &now],
+    )
+    .map_err(db)?;
+    let running: Vec<i64> = c
+        .query("SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x", &[])
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    while !running.is_empty() {
+        let left: i64 = c
+            .query_opt("SELECT count(*) FROM unnest($1::bigint[]) x WHERE pg_xact_status(x::text::xid8) = 'in progress'", &[&running])
+            .map_err(db)?
+            .map_or(0, |r| r.get(0));
+        if left == 0 {
+            break;
+        }
+        if started.elapsed() >= SUBSCRIBE_WAIT {
+            tracing::warn!(
+                transactions = left,
+                "live clients: transactions older than the request for other nodes' changes are still running; \
+                 a change they commit may not reach this node's clients"
+            );
+            break;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+    sub.on.store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+/// Turns `node`'s flag off when it is on and no live client has been there or wanted it for
+/// [`LISTEN_LINGER_MS`] (`clients`: those connected now). Returns whether it turned it off.
+fn unsubscribe_idle(c: &mut Conn, node: i64, sub: &Subscription, clients: usize, now_ms: i64) -> Result<bool, postgres::Error> {
+    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    if clients > 0 {
+        sub.wanted_ms.store(now_ms, Relaxed);
+        return Ok(false);
+    }
+    let idle = || sub.on.load(Acquire) && now_ms - sub.wanted_ms.load(Relaxed) >= LISTEN_LINGER_MS;
+    if !idle() {
+        return Ok(false);
+    }
+    let _turn = sub.change.lock();
+    if !idle() {
+        return Ok(false);
+    }
+    c.execute("UPDATE nodes SET listening = false WHERE id = $1", &[&node])?;
+    sub.on.store(false, Release);
+    Ok(true)
 }
 
 /// Lanes a node adopts at most at once (each takes a lock until the adoption commits).
@@ -908,8 +1041,14 @@ fn adopt_locked(c: &mut Conn, node: i64, live_since: i64, lanes: i64, apps: &[i6
     )
 }
 
-/// Renews the lease every [`HEARTBEAT`] on a connection of its own, reconnecting as needed.
-fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+/// Renews the lease every [`HEARTBEAT`] on a connection of its own, reconnecting as needed, and turns
+/// the [`Subscription`] off once no live client (`clients`) wants it.
+fn start_heartbeat(
+    url: String,
+    node: i64,
+    sub: Arc<Subscription>,
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let t = std::thread::Builder::new()
         .name("followd-pg-lease".into())
@@ -923,8 +1062,14 @@ fn start_heartbeat(url: String, node: i64) -> StoreResult<(std::sync::mpsc::Send
                     conn = Conn::connect(&url).map_err(|e| tracing::warn!(error = %e, "lease: cannot connect to PostgreSQL")).ok();
                 }
                 if let Some(c) = conn.as_mut() {
-                    if let Err(e) = renew(c, node) {
+                    if let Err(e) = renew(c, node, sub.on.load(std::sync::atomic::Ordering::Acquire)) {
                         tracing::warn!(error = %e, "cannot renew this node's lease");
+                    }
+                    let live = clients.load(std::sync::atomic::Ordering::Relaxed);
+                    match unsubscribe_idle(c, node, &sub, live, now_micros() / 1000) {
+                        Ok(true) => tracing::debug!("no live clients: the other nodes no longer send their changes"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot tell the other nodes that this one has no live clients"),
                     }
                     // The fold skips the rows a writer holds, so it does not deadlock with one. It
                     // may take up to a heartbeat: the lease (10 s) is renewed well before it ends.
@@ -1158,7 +1303,7 @@ impl Writer {
             failed: None,
             retry: false,
             events: Vec::new(),
-            // Always: clients of other nodes may be listening.
+            // Until `BEGIN` tells whether another node wants them.
             collect_changes: true,
             changes: Vec::new(),
             wake: HashSet::new(),
@@ -1167,12 +1312,13 @@ impl Writer {
             absent: HashSet::new(),
             kept: HashSet::new(),
             xid: None,
+            notify_others: true,
             batch: self.batches,
         };
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
         if plans.is_empty() {
-            match tx.conn.int_results(BEGIN) {
-                Ok(r) => tx.xid = begun(r.get(1)),
+            match tx.conn.int_results(&begin_sql(tx.node)) {
+                Ok(r) => (tx.xid, tx.notify_others) = begun(&r),
                 Err(e) => {
                     let retry = retryable(&e);
                     let _ = tx.conn.client.batch_execute("ROLLBACK");
@@ -1187,6 +1333,7 @@ impl Writer {
                 self.read_ahead.fetch_add(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        tx.collect_changes = listening || tx.notify_others;
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
         let outcome = tx.commit(gate);
         let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
@@ -1355,8 +1502,10 @@ struct PgWriteTx<'w> {
     /// Accounts this transaction holds at least `FOR KEY SHARE` (named by its follows or its bulk
     /// batches): a deletion's tombstone waits for it.
     kept: HashSet<Uid>,
-    /// The transaction's id and its server process's, read with `BEGIN` ([`BEGIN`]).
+    /// The transaction's id and its server process's, read with `BEGIN` ([`begin_sql`]).
     xid: Option<(i64, i64)>,
+    /// Whether another node wants this transaction's edge changes, read with `BEGIN`.
+    notify_others: bool,
     /// The batch's number, written into `commit_marks` with its `COMMIT` ([`Writer::resolve`]).
     batch: i64,
 }
@@ -1646,15 +1795,16 @@ impl PgWriteTx<'_> {
         Ok(())
     }
 
-    /// Tells the other nodes about this transaction's edge changes: `NOTIFY` is delivered on commit
-    /// only, in commit order, to every node listening (this one skips its own).
+    /// Tells the other nodes about this transaction's edge changes when one of them wants them (read
+    /// with `BEGIN`): `NOTIFY` is delivered on commit only, in commit order, to every node listening
+    /// (this one skips its own). Events handed to other nodes are told always.
     fn notify_changes(&mut self) -> StoreResult<()> {
         // One statement for every notification, in this order (they are delivered in it).
         let mut wake: Vec<i64> = self.wake.iter().copied().collect();
         wake.sort_unstable();
         let mut channels: Vec<&str> = vec![HANDED_CHANNEL; wake.len()];
         let mut payloads: Vec<String> = wake.iter().map(|n| n.to_string()).collect();
-        if !self.changes.is_empty() {
+        if self.notify_others && !self.changes.is_empty() {
             let changes = encode_changes(self.node, &self.changes);
             channels.extend(std::iter::repeat_n(CHANGES_CHANNEL, changes.len()));
             payloads.extend(changes);
@@ -1746,9 +1896,9 @@ impl PgWriteTx<'_> {
         }
         unknown.sort_unstable();
         unknown.dedup();
-        let mut sql = format!("{BEGIN}; ");
-        // The index of each statement's rows in the answer ([`BEGIN`] is two statements).
-        let mut at = 2;
+        let mut sql = format!("{}; ", begin_sql(self.node));
+        // The index of each statement's rows in the answer.
+        let mut at = BEGIN_STATEMENTS;
         let mut next = |sql: &mut String, stmt: String| {
             sql.push_str(&stmt);
             sql.push_str("; ");
@@ -1770,7 +1920,7 @@ impl PgWriteTx<'_> {
             (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
         let deletions_at = (!apps.is_empty()).then(|| next(&mut sql, execute(&DELETIONS_OF, &[&apps])));
         let results = self.guard(|c| c.int_results(&sql))?;
-        self.xid = begun(results.get(1));
+        (self.xid, self.notify_others) = begun(&results);
         let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
         let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
         let mut counted: HashMap<Uid, Counts> = HashMap::new();
@@ -2601,6 +2751,49 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let e = a.client.simple_query("BEGIN; SELECT 1; COMMIT").unwrap_err();
         assert!(connection_ended(&e, &a.client), "a server process ended: {e}");
+    }
+
+    /// The flag's life on a `nodes` table of the test's own (a temporary table, which hides any
+    /// other for this session and goes with it).
+    #[test]
+    fn the_change_flag_turns_off_only_after_the_linger_and_a_lost_row_keeps_it() {
+        let Ok(url) = std::env::var("FOLLOWD_TEST_DATABASE_URL") else {
+            eprintln!("skipped: FOLLOWD_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let mut c = Conn::connect(&url).unwrap();
+        c.client
+            .batch_execute(
+                "CREATE TEMPORARY TABLE nodes (id bigint PRIMARY KEY, seen_ms bigint NOT NULL, started_ms bigint NOT NULL, \
+                 listening boolean NOT NULL DEFAULT false)",
+            )
+            .unwrap();
+        let flag = |c: &mut Conn| -> Option<bool> {
+            c.client.query_opt("SELECT listening FROM nodes WHERE id = 7", &[]).unwrap().map(|r| r.get(0))
+        };
+        renew(&mut c, 7, false).unwrap();
+        assert_eq!(flag(&mut c), Some(false));
+        let sub = Subscription::default();
+        subscribe(&mut c, 7, &sub).unwrap();
+        assert_eq!(flag(&mut c), Some(true));
+        assert!(sub.on.load(std::sync::atomic::Ordering::Acquire));
+        // The heartbeat's renewal leaves it on; a row that was lost comes back with it.
+        renew(&mut c, 7, false).unwrap();
+        assert_eq!(flag(&mut c), Some(true));
+        c.client.batch_execute("DELETE FROM nodes").unwrap();
+        renew(&mut c, 7, true).unwrap();
+        assert_eq!(flag(&mut c), Some(true));
+
+        let t = sub.wanted_ms.load(std::sync::atomic::Ordering::Relaxed) + 10 * LISTEN_LINGER_MS;
+        assert!(!unsubscribe_idle(&mut c, 7, &sub, 1, t).unwrap(), "a client is connected");
+        assert!(!unsubscribe_idle(&mut c, 7, &sub, 0, t + LISTEN_LINGER_MS - 1).unwrap(), "the last client left less than the linger ago");
+        assert_eq!(flag(&mut c), Some(true));
+        assert!(unsubscribe_idle(&mut c, 7, &sub, 0, t + LISTEN_LINGER_MS).unwrap());
+        assert_eq!(flag(&mut c), Some(false));
+        assert!(!sub.on.load(std::sync::atomic::Ordering::Acquire));
+        assert!(!unsubscribe_idle(&mut c, 7, &sub, 0, t + 2 * LISTEN_LINGER_MS).unwrap(), "already off");
+        subscribe(&mut c, 7, &sub).unwrap();
+        assert_eq!(flag(&mut c), Some(true), "asked again");
     }
 
     #[test]

@@ -154,6 +154,13 @@ CREATE TABLE commit_marks (
     batch bigint NOT NULL
 );
 "#,
+    r#"
+-- Whether a node has live clients that want the other nodes' edge changes: a writer sends its
+-- changes (NOTIFY) only while another node says so. NOTIFY is not free: PostgreSQL takes one lock
+-- for every notifying commit of the cluster and holds it through the commit's WAL flush, and each
+-- listening node reads every notification.
+ALTER TABLE nodes ADD COLUMN listening boolean NOT NULL DEFAULT false;
+"#,
 ];
 
 /// The schema version this build writes.
