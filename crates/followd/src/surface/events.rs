@@ -33,6 +33,9 @@ fn refuse_with(request_id: &str, status: StatusCode, e: ApiError) -> Response {
     r
 }
 
+/// How long a WebSocket waits at most for its node to be sent the other nodes' changes (PostgreSQL).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// `GET /v1/client/events`: upgrades to a WebSocket that pushes the caller's notifications.
 pub async fn events(
     State(st): State<Arc<AppState>>,
@@ -62,9 +65,16 @@ pub async fn events(
     // On PostgreSQL, the other nodes send this one their changes from now on (their writers skip
     // NOTIFY while no node has live clients). A node that cannot ask refuses rather than connect a
     // client that would miss them.
-    if let Err(e) = st.backend.prepare_live_client().await {
-        let e = crate::pipeline::reply::from_graph(e.into(), Family::Follow, &request_id);
-        return refuse_with(&request_id, StatusCode::SERVICE_UNAVAILABLE, e);
+    match tokio::time::timeout(PREPARE_TIMEOUT, st.backend.prepare_live_client()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let e = crate::pipeline::reply::from_graph(e.into(), Family::Follow, &request_id);
+            return refuse_with(&request_id, StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+        Err(_) => {
+            let e = ApiError::new(code::FOLLOW_TIMEOUT, format!("the database did not answer in time; retry (RequestId {request_id})"));
+            return refuse_with(&request_id, StatusCode::SERVICE_UNAVAILABLE, e);
+        }
     }
     let sdkappid = app.sdkappid;
     // Small buffers: a connected client should cost a few KiB, not tungstenite's 128 KiB default.

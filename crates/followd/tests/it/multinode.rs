@@ -256,6 +256,7 @@ async fn a_lost_database_is_answered_in_the_envelope_and_recovered_without_resta
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(ok, "the server did not recover once the database was back");
+    let _live = s.connect("a").await;
     assert_eq!(s.list("a", 2, 10).await, vec!["d".to_owned(), "b".to_owned()], "the refused follow of c left nothing behind");
     assert_eq!(s.counts("a").await, (0, 2, 0));
     assert_eq!(s.counts("c").await, (0, 0, 0));

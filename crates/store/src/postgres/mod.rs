@@ -249,6 +249,12 @@ fn lock_keys_sql(keys: &[i64]) -> String {
     execute(&LOCK_KEYS, &[keys])
 }
 
+/// Bytes as lowercase hexadecimal digits.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [DIGITS[(b >> 4) as usize] as char, DIGITS[(b & 15) as usize] as char]).collect()
+}
+
 /// Integers as the inside of an array literal: `1,2,3`.
 fn int_list(v: impl Iterator<Item = i64>) -> String {
     v.map(|x| x.to_string()).collect::<Vec<_>>().join(",")
@@ -304,35 +310,18 @@ fn connection_ended(e: &postgres::Error, client: &Client) -> bool {
 /// The rows of one statement of [`Conn::int_results`].
 type IntRows = Vec<Vec<Option<i64>>>;
 
-/// Begins a write transaction of node `node`, reads its id and the server process's, then how many
-/// other nodes want edge changes ([`Subscription`]); three statements ([`BEGIN_STATEMENTS`]).
-///
-/// - The ids: if the connection breaks while `COMMIT` is under way, [`Writer::resolve`] waits until
-///   no server process runs that transaction any more. The id is taken at once (every write batch
-///   writes, or locks a row, which takes one anyway).
-/// - The other nodes' flags are read by a statement of their own, after the id is taken: a node
-///   that turns its flag on then waits for every transaction running at that moment
-///   ([`subscribe`]), so a transaction that read the flag off commits before that node's first
-///   client registers.
-fn begin_sql(node: i64) -> String {
-    format!(
-        "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid(); \
-         SELECT count(*) FROM nodes WHERE listening AND id <> {node}"
-    )
-}
+/// Begins a write transaction and reads its id and the server process's: if the connection breaks
+/// while `COMMIT` is under way, [`Writer::resolve`] waits until no server process runs that
+/// transaction any more. The id is taken at once (every write batch writes, or locks a row, which
+/// takes one anyway).
+const BEGIN: &str = "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()";
 
-/// The statements of [`begin_sql`].
-const BEGIN_STATEMENTS: usize = 3;
-
-/// What the answer to [`begin_sql`] says: the transaction id and server process id, and whether
-/// another node wants this transaction's edge changes (yes when unreadable).
-fn begun(results: &[IntRows]) -> (Option<(i64, i64)>, bool) {
-    let ids = match results.get(1).and_then(|r| r.first()).map(|r| &r[..]) {
-        Some(&[Some(xid), Some(pid)]) => Some((xid, pid)),
+/// The transaction id and server process id in the answer to [`BEGIN`] (its second statement).
+fn begun(rows: Option<&IntRows>) -> Option<(i64, i64)> {
+    match rows?.first()?[..] {
+        [Some(xid), Some(pid)] => Some((xid, pid)),
         _ => None,
-    };
-    let others = results.get(2).and_then(|r| r.first()).and_then(|r| r.first().copied().flatten()).is_none_or(|n| n > 0);
-    (ids, others)
+    }
 }
 
 /// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
@@ -454,6 +443,9 @@ pub struct PgStore {
     hooks: CommitHooks,
     /// Whether the other nodes send this one their edge changes.
     subscription: Arc<Subscription>,
+    /// One client at a time turns it on ([`PgStore::prepare_live_client`]); the others wait here,
+    /// not on a reader's connection.
+    subscribing: tokio::sync::Mutex<()>,
 }
 
 impl PgStore {
@@ -520,6 +512,7 @@ impl PgStore {
             writer: Mutex::new(Some(writer)),
             stopping,
             subscription,
+            subscribing: tokio::sync::Mutex::new(()),
             readers: Arc::new(ReadPool {
                 url: url.to_owned(),
                 idle: Mutex::new(Vec::new()),
@@ -593,15 +586,25 @@ impl PgStore {
 
     /// Makes sure the other nodes send this node their edge changes before a live client registers
     /// (see [`Subscription`]): at once when they already do, else one write and a wait for the
-    /// transactions running meanwhile (at most a few ms, unless an unrelated transaction stays open).
-    /// The client must register within [`LISTEN_LINGER_MS`].
+    /// transactions running meanwhile ([`wait_out`]: a few ms, at most 5 s when an unrelated
+    /// transaction stays open). The client must register within [`LISTEN_LINGER_MS`].
     pub async fn prepare_live_client(&self) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
-        if let Some(_turn) = self.subscription.change.try_lock() {
-            if self.subscription.on.load(Ordering::Acquire) {
-                self.subscription.wanted_ms.store(now_micros() / 1000, Ordering::Relaxed);
-                return Ok(());
-            }
+        let on = || {
+            self.subscription.change.try_lock().is_some_and(|_turn| {
+                let on = self.subscription.on.load(Ordering::Acquire);
+                if on {
+                    self.subscription.wanted_ms.store(now_micros() / 1000, Ordering::Relaxed);
+                }
+                on
+            })
+        };
+        if on() {
+            return Ok(());
+        }
+        let _one = self.subscribing.lock().await;
+        if on() {
+            return Ok(());
         }
         let (node, sub) = (self.node, self.subscription.clone());
         self.readers.run(move |c| subscribe(c, node, &sub)).await
@@ -874,27 +877,30 @@ fn start_listener(
 }
 
 /// Renews this node's lease. A row that was lost (the node was away so long that the others forgot
-/// it) is written again with its [`Subscription`] flag; an existing row's flag is left alone (only
-/// [`subscribe`] and [`unsubscribe_idle`] change it).
-fn renew(c: &mut Conn, node: i64, listening: bool) -> Result<(), postgres::Error> {
+/// it) is written again with its [`Subscription`] flag, and said (`true`): while it was gone no
+/// writer sent this node changes. An existing row's flag is left alone (only [`subscribe`] and
+/// [`unsubscribe_idle`] change it).
+fn renew(c: &mut Conn, node: i64, listening: bool) -> Result<bool, postgres::Error> {
     let now = now_micros() / 1000;
-    c.execute(
+    let row = c.query_opt(
         "INSERT INTO nodes(id, seen_ms, started_ms, listening) VALUES ($1, $2, $2, $3) \
-         ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms, listening = nodes.listening OR excluded.listening",
+         ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms, listening = nodes.listening OR excluded.listening \
+         RETURNING (xmax = 0)",
         &[&node, &now, &listening],
-    )
-    .map(drop)
+    )?;
+    Ok(row.is_some_and(|r| r.get(0)))
 }
 
-/// Whether the other nodes send this node their edge changes: its row's `nodes.listening`, which
-/// their writers read with `BEGIN` ([`begin_sql`]). A writer sends none while no other node wants
-/// them, so a node without live clients costs the others no `NOTIFY` (one lock for every notifying
-/// commit of the cluster, held through its WAL flush) and reads none. It is turned on before the
-/// node's first live client registers ([`PgStore::prepare_live_client`]), and off by the heartbeat
-/// once no client has been there or wanted it for [`LISTEN_LINGER_MS`].
+/// Whether the other nodes send this node their edge changes: its row's `nodes.listening`, which a
+/// writer reads in the statement that sends its changes ([`PgWriteTx::notify_sql`]). A writer
+/// sends none while no other node wants them, so a node without live clients costs the others no
+/// `NOTIFY` (one lock for every notifying commit of the cluster, held through its WAL flush) and
+/// reads none. It is turned on before the node's first live client registers
+/// ([`PgStore::prepare_live_client`]), and off by the heartbeat once no client has been there or
+/// wanted it for [`LISTEN_LINGER_MS`].
 #[derive(Default)]
 pub(crate) struct Subscription {
-    /// What this node last wrote into its flag.
+    /// Whether the flag is on and was waited out ([`wait_out`]): a client may register at once.
     on: std::sync::atomic::AtomicBool,
     /// Held while the flag changes, and by a client that finds it on until it has said it wants it
     /// ([`Subscription::wanted_ms`]): turning it off never slips between the two.
@@ -908,13 +914,10 @@ pub(crate) struct Subscription {
 pub const LISTEN_LINGER_MS: i64 = 60_000;
 
 /// How long turning the flag on waits at most for the transactions that may have read it off.
-const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Turns `node`'s flag on, then waits until every transaction that was running when it turned on
-/// has ended (at most [`SUBSCRIBE_WAIT`]; a transaction of an unrelated client may stay open
-/// longer). A writer reads the flag after it took its transaction id, so one that read it off
-/// before it turned on was running then: its commit, which notified no one, comes before the
-/// caller's client registers, and every later transaction reads the flag on.
+/// Turns `node`'s flag on, then waits out the transactions that may have read it off
+/// ([`wait_out`]): every later transaction reads it on.
 fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
     let _turn = sub.change.lock();
     sub.wanted_ms.store(now_micros() / 1000, std::sync::atomic::Ordering::Relaxed);
@@ -927,8 +930,25 @@ fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
         &[&node, &now],
     )
     .map_err(db)?;
+    wait_out(c, SUBSCRIBE_WAIT)?;
+    sub.on.store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+/// Waits until every transaction that holds an id and was running when this is called has ended,
+/// at most `limit` (then says so and returns: a transaction of an unrelated client, in any
+/// database of the server, may stay open longer; a writer's last round trip waits for no lock).
+///
+/// A writer reads the flags in a statement of its last round trip, after it took its id; one that
+/// read a flag off before it turned on took its id before then. A fence id taken now, in a
+/// transaction of its own that ends at once, is newer than that writer's, and a snapshot taken
+/// after the fence ended lists every transaction below it still running (a snapshot lists the
+/// running ids below its `xmax`, which is past every ended one: an id taken after the last ended
+/// one would be missing from a snapshot without the fence).
+fn wait_out(c: &mut Conn, limit: std::time::Duration) -> StoreResult<()> {
+    let fence: i64 = c.query_opt("SELECT pg_current_xact_id()::text::bigint", &[]).map_err(db)?.map_or(0, |r| r.get(0));
     let running: Vec<i64> = c
-        .query("SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x", &[])
+        .query("SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x WHERE x::text::bigint < $1", &[&fence])
         .map_err(db)?
         .iter()
         .map(|r| r.get(0))
@@ -943,10 +963,10 @@ fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
         if left == 0 {
             break;
         }
-        if started.elapsed() >= SUBSCRIBE_WAIT {
+        if started.elapsed() >= limit {
             tracing::warn!(
                 transactions = left,
-                "live clients: transactions older than the request for other nodes' changes are still running; \
+                "live clients: transactions older than this node's request for the other nodes' changes are still running; \
                  a change they commit may not reach this node's clients"
             );
             break;
@@ -954,12 +974,13 @@ fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
-    sub.on.store(true, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 
 /// Turns `node`'s flag off when it is on and no live client has been there or wanted it for
-/// [`LISTEN_LINGER_MS`] (`clients`: those connected now). Returns whether it turned it off.
+/// [`LISTEN_LINGER_MS`] (`clients`: those connected now). Returns whether it turned it off. The
+/// node forgets it first: if the answer is lost, the next client asks again (and waits) rather
+/// than trust a flag the database may no longer hold.
 fn unsubscribe_idle(c: &mut Conn, node: i64, sub: &Subscription, clients: usize, now_ms: i64) -> Result<bool, postgres::Error> {
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     if clients > 0 {
@@ -974,8 +995,8 @@ fn unsubscribe_idle(c: &mut Conn, node: i64, sub: &Subscription, clients: usize,
     if !idle() {
         return Ok(false);
     }
-    c.execute("UPDATE nodes SET listening = false WHERE id = $1", &[&node])?;
     sub.on.store(false, Release);
+    c.execute("UPDATE nodes SET listening = false WHERE id = $1", &[&node])?;
     Ok(true)
 }
 
@@ -1062,8 +1083,12 @@ fn start_heartbeat(
                     conn = Conn::connect(&url).map_err(|e| tracing::warn!(error = %e, "lease: cannot connect to PostgreSQL")).ok();
                 }
                 if let Some(c) = conn.as_mut() {
-                    if let Err(e) = renew(c, node, sub.on.load(std::sync::atomic::Ordering::Acquire)) {
-                        tracing::warn!(error = %e, "cannot renew this node's lease");
+                    match renew(c, node, sub.on.load(std::sync::atomic::Ordering::Acquire)) {
+                        Ok(true) => tracing::warn!(
+                            "this node's lease was forgotten by the other nodes (away too long): its live clients may have missed changes meanwhile"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot renew this node's lease"),
                     }
                     let live = clients.load(std::sync::atomic::Ordering::Relaxed);
                     match unsubscribe_idle(c, node, &sub, live, now_micros() / 1000) {
@@ -1303,7 +1328,7 @@ impl Writer {
             failed: None,
             retry: false,
             events: Vec::new(),
-            // Until `BEGIN` tells whether another node wants them.
+            // Always: clients of other nodes may be listening.
             collect_changes: true,
             changes: Vec::new(),
             wake: HashSet::new(),
@@ -1312,13 +1337,12 @@ impl Writer {
             absent: HashSet::new(),
             kept: HashSet::new(),
             xid: None,
-            notify_others: true,
             batch: self.batches,
         };
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
         if plans.is_empty() {
-            match tx.conn.int_results(&begin_sql(tx.node)) {
-                Ok(r) => (tx.xid, tx.notify_others) = begun(&r),
+            match tx.conn.int_results(BEGIN) {
+                Ok(r) => tx.xid = begun(r.get(1)),
                 Err(e) => {
                     let retry = retryable(&e);
                     let _ = tx.conn.client.batch_execute("ROLLBACK");
@@ -1333,7 +1357,6 @@ impl Writer {
                 self.read_ahead.fetch_add(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        tx.collect_changes = listening || tx.notify_others;
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
         let outcome = tx.commit(gate);
         let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
@@ -1502,10 +1525,8 @@ struct PgWriteTx<'w> {
     /// Accounts this transaction holds at least `FOR KEY SHARE` (named by its follows or its bulk
     /// batches): a deletion's tombstone waits for it.
     kept: HashSet<Uid>,
-    /// The transaction's id and its server process's, read with `BEGIN` ([`begin_sql`]).
+    /// The transaction's id and its server process's, read with `BEGIN` ([`BEGIN`]).
     xid: Option<(i64, i64)>,
-    /// Whether another node wants this transaction's edge changes, read with `BEGIN`.
-    notify_others: bool,
     /// The batch's number, written into `commit_marks` with its `COMMIT` ([`Writer::resolve`]).
     batch: i64,
 }
@@ -1674,7 +1695,6 @@ impl PgWriteTx<'_> {
     fn commit<'g>(&mut self, gate: &'g Mutex<()>) -> Result<Option<parking_lot::MutexGuard<'g, ()>>, Unfinished<'g>> {
         self.check().map_err(Unfinished::Failed)?;
         self.flush_events().map_err(Unfinished::Failed)?;
-        self.notify_changes().map_err(Unfinished::Failed)?;
         let (mut sql, deletes) = self.pending_sql();
         if deletes.is_some() {
             self.send(&sql, deletes).map_err(Unfinished::Failed)?;
@@ -1690,6 +1710,7 @@ impl PgWriteTx<'_> {
             let mutual: Vec<i64> = counts.iter().map(|c| c.1.mutual).collect();
             statement(&mut sql, &INSERT_DELTAS, &[&uids, &followers, &following, &mutual]);
         }
+        self.notify_sql(&mut sql);
         // The batch's mark, last (its row lock is held only for the COMMIT).
         sql.push_str(&format!(
             "INSERT INTO commit_marks(node, batch) VALUES ({}, {}) ON CONFLICT (node) DO UPDATE SET batch = excluded.batch; ",
@@ -1795,25 +1816,31 @@ impl PgWriteTx<'_> {
         Ok(())
     }
 
-    /// Tells the other nodes about this transaction's edge changes when one of them wants them (read
-    /// with `BEGIN`): `NOTIFY` is delivered on commit only, in commit order, to every node listening
-    /// (this one skips its own). Events handed to other nodes are told always.
-    fn notify_changes(&mut self) -> StoreResult<()> {
-        // One statement for every notification, in this order (they are delivered in it).
-        let mut wake: Vec<i64> = self.wake.iter().copied().collect();
-        wake.sort_unstable();
-        let mut channels: Vec<&str> = vec![HANDED_CHANNEL; wake.len()];
-        let mut payloads: Vec<String> = wake.iter().map(|n| n.to_string()).collect();
-        if self.notify_others && !self.changes.is_empty() {
-            let changes = encode_changes(self.node, &self.changes);
-            channels.extend(std::iter::repeat_n(CHANGES_CHANNEL, changes.len()));
-            payloads.extend(changes);
+    /// The statements that tell other nodes what this transaction did, for its last round trip
+    /// (`NOTIFY` is delivered on commit only, in commit order): the nodes it handed events to, and
+    /// its edge changes when another node wants them ([`Subscription`]). That is read by the
+    /// statement itself, after every lock of the batch was taken (the last round trip waits for
+    /// none), so a node that turns its flag on waits for this transaction's `COMMIT` only
+    /// ([`wait_out`]). The payloads travel hex-encoded: nothing a client sent is spliced into SQL
+    /// as text.
+    fn notify_sql(&self, sql: &mut String) {
+        if !self.wake.is_empty() {
+            let mut wake: Vec<i64> = self.wake.iter().copied().collect();
+            wake.sort_unstable();
+            sql.push_str(&format!(
+                "SELECT count(pg_notify('{HANDED_CHANNEL}', n::text)) FROM unnest('{{{}}}'::bigint[]) AS n; ",
+                int_list(wake.into_iter())
+            ));
         }
-        if channels.is_empty() {
-            return Ok(());
+        if !self.changes.is_empty() {
+            let payloads: Vec<String> = encode_changes(self.node, &self.changes).iter().map(|p| hex(p.as_bytes())).collect();
+            sql.push_str(&format!(
+                "SELECT count(pg_notify('{CHANGES_CHANNEL}', convert_from(decode(p, 'hex'), 'UTF8'))) FROM unnest('{{{}}}'::text[]) AS p \
+                 WHERE EXISTS (SELECT 1 FROM nodes WHERE listening AND id <> {}); ",
+                payloads.join(","),
+                self.node
+            ));
         }
-        self.guard(|c| c.execute("SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS x(c, p)", &[&channels, &payloads]))
-            .map(drop)
     }
 
     /// Begins the batch's transaction and reads what its jobs said they will read ([`Prefetch`]), in
@@ -1896,9 +1923,9 @@ impl PgWriteTx<'_> {
         }
         unknown.sort_unstable();
         unknown.dedup();
-        let mut sql = format!("{}; ", begin_sql(self.node));
-        // The index of each statement's rows in the answer.
-        let mut at = BEGIN_STATEMENTS;
+        let mut sql = format!("{BEGIN}; ");
+        // The index of each statement's rows in the answer ([`BEGIN`] is two statements).
+        let mut at = 2;
         let mut next = |sql: &mut String, stmt: String| {
             sql.push_str(&stmt);
             sql.push_str("; ");
@@ -1920,7 +1947,7 @@ impl PgWriteTx<'_> {
             (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
         let deletions_at = (!apps.is_empty()).then(|| next(&mut sql, execute(&DELETIONS_OF, &[&apps])));
         let results = self.guard(|c| c.int_results(&sql))?;
-        (self.xid, self.notify_others) = begun(&results);
+        self.xid = begun(results.get(1));
         let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
         let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
         let mut counted: HashMap<Uid, Counts> = HashMap::new();
@@ -2765,7 +2792,7 @@ mod tests {
         c.client
             .batch_execute(
                 "CREATE TEMPORARY TABLE nodes (id bigint PRIMARY KEY, seen_ms bigint NOT NULL, started_ms bigint NOT NULL, \
-                 listening boolean NOT NULL DEFAULT false)",
+                 listening boolean NOT NULL DEFAULT true)",
             )
             .unwrap();
         let flag = |c: &mut Conn| -> Option<bool> {
@@ -2794,6 +2821,32 @@ mod tests {
         assert!(!unsubscribe_idle(&mut c, 7, &sub, 0, t + 2 * LISTEN_LINGER_MS).unwrap(), "already off");
         subscribe(&mut c, 7, &sub).unwrap();
         assert_eq!(flag(&mut c), Some(true), "asked again");
+    }
+
+    /// A writer that took its id after the last transaction to end (so past every snapshot's
+    /// `xmax`, and in no snapshot's list of running ids) and read a flag off is still waited out.
+    #[test]
+    fn waiting_out_covers_a_transaction_newer_than_every_ended_one() {
+        let Ok(url) = std::env::var("FOLLOWD_TEST_DATABASE_URL") else {
+            eprintln!("skipped: FOLLOWD_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let (mut flag, mut writer) = (Conn::connect(&url).unwrap(), Conn::connect(&url).unwrap());
+        flag.client.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
+        writer.client.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
+        flag.client.batch_execute("COMMIT").unwrap();
+        let waiter = std::thread::spawn(move || {
+            let mut c = Conn::connect(&url).unwrap();
+            let started = std::time::Instant::now();
+            wait_out(&mut c, std::time::Duration::from_secs(30)).unwrap();
+            started.elapsed()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!waiter.is_finished(), "the writer is still running");
+        writer.client.batch_execute("COMMIT").unwrap();
+        let took = waiter.join().unwrap();
+        assert!(took >= std::time::Duration::from_millis(500) && took < std::time::Duration::from_secs(30), "{took:?}");
+        assert_eq!(hex(b"\x00\x7fo'k\\"), "007f6f276b5c");
     }
 
     #[test]

@@ -158,8 +158,9 @@ CREATE TABLE commit_marks (
 -- Whether a node has live clients that want the other nodes' edge changes: a writer sends its
 -- changes (NOTIFY) only while another node says so. NOTIFY is not free: PostgreSQL takes one lock
 -- for every notifying commit of the cluster and holds it through the commit's WAL flush, and each
--- listening node reads every notification.
-ALTER TABLE nodes ADD COLUMN listening boolean NOT NULL DEFAULT false;
+-- listening node reads every notification. Nodes of this version always write it; the rows of
+-- older nodes still running during an upgrade (which do not know it) read as listening.
+ALTER TABLE nodes ADD COLUMN listening boolean NOT NULL DEFAULT true;
 "#,
 ];
 
