@@ -392,3 +392,48 @@ async fn a_commit_whose_old_connection_stays_open_is_ended_and_run_again() {
     )
     .await;
 }
+
+/// A write that began while no node listened, and so did not collect its changes, is held (a
+/// failpoint) past the 5 s a node waits for running writes when its first live client comes. The
+/// client registers meanwhile; the write, finding a listener at its end, is run again and sends its
+/// change: the client hears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_outlasts_a_new_listeners_wait_is_run_again_and_heard() {
+    let Some(url) = crate::pg::url("a_write_that_outlasts_a_new_listeners_wait_is_run_again_and_heard") else { return };
+    let db = crate::pg::TestDb::create(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("followd.toml");
+    // The caller waits for the held write (a caller past its deadline would have it dropped).
+    let top = format!("database_url = \"{}\"\nrequest_timeout_ms = 30000", db.url);
+    std::fs::write(&path, config_text_with_top(&top, "", "")).unwrap();
+    let (a_node, b_node) =
+        (crate::binary::start_with(&path, &[("FAILPOINTS", "pg-before-commit=1*sleep(7000)")]).await, crate::binary::start(&path).await);
+    let http = reqwest::Client::new();
+    assert_ok(&b_node.call(&http, "im_open_login_svc/multiaccount_import", json!({"Accounts": ["x", "y"]})).await);
+    let follow = tokio::spawn({
+        let (http, url) = (http.clone(), a_node.url("follow/follow_add"));
+        async move {
+            let r = http.post(url).body(json!({"From_Account": "x", "FollowItem": [{"To_Account": "y"}]}).to_string()).send().await;
+            r.unwrap().json::<serde_json::Value>().await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ws = format!("ws://{}/v1/client/events?sdkappid={APP_A}&identifier=y&usersig={}", b_node.addr, sig(KEY_A, APP_A, "y"));
+    let started = std::time::Instant::now();
+    let (mut y, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(4), "the new listener waited for the running write: {:?}", started.elapsed());
+    assert!(b_node.logged("transactions older than this node's request"), "the wait ran out while the write was held");
+    let heard = loop {
+        use futures_util::StreamExt as _;
+        let m = tokio::time::timeout(Duration::from_secs(15), y.next()).await.expect("the change in time").unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(heard, json!({"Event": "FollowersListChanged", "IsAdd": true, "Users": [{"UserID": "x"}]}));
+    let answer = follow.await.unwrap();
+    assert_eq!(answer["ResultItem"][0]["ResultCode"], 0, "{answer}");
+    a_node.stop().await;
+    b_node.stop().await;
+    drop(db);
+}

@@ -870,7 +870,7 @@ async fn a_node_is_sent_changes_only_once_it_asks_and_its_ask_outwaits_running_w
     assert!(listening(b.node()), "the flag is on before the wait");
     assert!(!ask.is_finished(), "the ask waits for a transaction that was running when the flag turned on");
     end_tx.send(()).unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), ask).await.expect("the ask ends once that transaction has").unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), ask).await.expect("the ask ends once that transaction has").unwrap().unwrap();
     holder.join().unwrap();
 
     let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();

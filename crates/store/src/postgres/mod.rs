@@ -310,18 +310,35 @@ fn connection_ended(e: &postgres::Error, client: &Client) -> bool {
 /// The rows of one statement of [`Conn::int_results`].
 type IntRows = Vec<Vec<Option<i64>>>;
 
-/// Begins a write transaction and reads its id and the server process's: if the connection breaks
-/// while `COMMIT` is under way, [`Writer::resolve`] waits until no server process runs that
-/// transaction any more. The id is taken at once (every write batch writes, or locks a row, which
-/// takes one anyway).
-const BEGIN: &str = "BEGIN; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid()";
+/// Begins a write transaction of node `node` (`READ COMMITTED` whatever the server's default: each
+/// statement sees what committed before it started), reads its id and the server process's, then
+/// whether another node wants edge changes ([`Subscription`]); [`BEGIN_STATEMENTS`] statements.
+///
+/// - The ids: if the connection breaks while `COMMIT` is under way, [`Writer::resolve`] waits until
+///   no server process runs that transaction any more. The id is taken at once (every write batch
+///   writes, or locks a row, which takes one anyway).
+/// - The flags decide whether the batch collects its changes and sends them
+///   ([`PgWriteTx::notify_sql`]). They are read by a statement of their own, after the id is
+///   taken: see [`wait_out`].
+fn begin_sql(node: i64) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_current_xact_id()::text::bigint, pg_backend_pid(); \
+         SELECT count(*) FROM nodes WHERE listening AND id <> {node}"
+    )
+}
 
-/// The transaction id and server process id in the answer to [`BEGIN`] (its second statement).
-fn begun(rows: Option<&IntRows>) -> Option<(i64, i64)> {
-    match rows?.first()?[..] {
-        [Some(xid), Some(pid)] => Some((xid, pid)),
+/// The statements of [`begin_sql`].
+const BEGIN_STATEMENTS: usize = 3;
+
+/// What the answer to [`begin_sql`] says: the transaction id and server process id, and whether
+/// another node wants this transaction's edge changes (yes when unreadable).
+fn begun(results: &[IntRows]) -> (Option<(i64, i64)>, bool) {
+    let ids = match results.get(1).and_then(|r| r.first()).map(|r| &r[..]) {
+        Some(&[Some(xid), Some(pid)]) => Some((xid, pid)),
         _ => None,
-    }
+    };
+    let others = results.get(2).and_then(|r| r.first()).and_then(|r| r.first().copied().flatten()).is_none_or(|n| n > 0);
+    (ids, others)
 }
 
 /// The statements that lock a user's row and then read its counters (see [`PgWriteTx::counts`]).
@@ -499,7 +516,7 @@ impl PgStore {
         let subscription = Arc::new(Subscription::default());
         let heartbeat = start_heartbeat(url.to_owned(), node, subscription.clone(), hooks.live_clients.clone())?;
         let handed = Arc::new(tokio::sync::Notify::new());
-        let listener = start_listener(url.to_owned(), node, hooks.clone(), handed.clone())?;
+        let listener = start_listener(url.to_owned(), node, hooks.clone(), handed.clone(), subscription.clone())?;
         Ok(PgStore {
             node,
             handed,
@@ -590,14 +607,25 @@ impl PgStore {
     /// transaction stays open). The client must register within [`LISTEN_LINGER_MS`].
     pub async fn prepare_live_client(&self) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
+        // Just after start, or while its connection is re-made, the listener may take a moment.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.subscription.hearing.load(Ordering::Acquire) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::database(std::io::Error::other(
+                    "this node is not listening for the other nodes' changes (its LISTEN connection is down)",
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let on = || {
-            self.subscription.change.try_lock().is_some_and(|_turn| {
-                let on = self.subscription.on.load(Ordering::Acquire);
-                if on {
-                    self.subscription.wanted_ms.store(now_micros() / 1000, Ordering::Relaxed);
-                }
-                on
-            })
+            self.subscription.on.load(Ordering::Acquire)
+                && self.subscription.change.try_lock().is_some_and(|_turn| {
+                    let on = self.subscription.on.load(Ordering::Acquire);
+                    if on {
+                        self.subscription.wanted_ms.store(now_micros() / 1000, Ordering::Relaxed);
+                    }
+                    on
+                })
         };
         if on() {
             return Ok(());
@@ -807,6 +835,7 @@ fn start_listener(
     node: i64,
     hooks: CommitHooks,
     handed: Arc<tokio::sync::Notify>,
+    sub: Arc<Subscription>,
 ) -> StoreResult<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let t = std::thread::Builder::new()
@@ -823,7 +852,10 @@ fn start_listener(
                         c.client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {HANDED_CHANNEL}")).map_err(db)?;
                         Ok(c)
                     }) {
-                        Ok(c) => Some(c),
+                        Ok(c) => {
+                            sub.hearing.store(true, std::sync::atomic::Ordering::Release);
+                            Some(c)
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying");
                             let _ = stopped.recv_timeout(std::time::Duration::from_secs(1));
@@ -853,6 +885,7 @@ fn start_listener(
                     }
                 }
                 if failed {
+                    sub.hearing.store(false, std::sync::atomic::Ordering::Release);
                     conn = None;
                 }
                 let listening = hooks.changes.receiver_count() > 0 && hooks.live_clients.load(std::sync::atomic::Ordering::Relaxed) > 0;
@@ -892,8 +925,8 @@ fn renew(c: &mut Conn, node: i64, listening: bool) -> Result<bool, postgres::Err
 }
 
 /// Whether the other nodes send this node their edge changes: its row's `nodes.listening`, which a
-/// writer reads in the statement that sends its changes ([`PgWriteTx::notify_sql`]). A writer
-/// sends none while no other node wants them, so a node without live clients costs the others no
+/// writer reads as it begins ([`begin_sql`]) and again as it ends ([`PgWriteTx::notify_sql`]). A
+/// writer collects and sends none while no other node wants them, so a node without live clients costs the others no
 /// `NOTIFY` (one lock for every notifying commit of the cluster, held through its WAL flush) and
 /// reads none. It is turned on before the node's first live client registers
 /// ([`PgStore::prepare_live_client`]), and off by the heartbeat once no client has been there or
@@ -902,6 +935,12 @@ fn renew(c: &mut Conn, node: i64, listening: bool) -> Result<bool, postgres::Err
 pub(crate) struct Subscription {
     /// Whether the flag is on and was waited out ([`wait_out`]): a client may register at once.
     on: std::sync::atomic::AtomicBool,
+    /// Whether the database may hold the flag on (set before it is written, cleared once it is
+    /// written off): the heartbeat turns it off even when turning it on failed half-way.
+    stored: std::sync::atomic::AtomicBool,
+    /// Whether this node's `LISTEN` connection is up: a client that registers while it is down
+    /// would miss changes, so none does.
+    hearing: std::sync::atomic::AtomicBool,
     /// Held while the flag changes, and by a client that finds it on until it has said it wants it
     /// ([`Subscription::wanted_ms`]): turning it off never slips between the two.
     change: Mutex<()>,
@@ -919,11 +958,16 @@ const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Turns `node`'s flag on, then waits out the transactions that may have read it off
 /// ([`wait_out`]): every later transaction reads it on.
 fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
-    let _turn = sub.change.lock();
+    // The heartbeat holds it for one statement; one that hangs on a dead connection does not
+    // hold this reader forever.
+    let Some(_turn) = sub.change.try_lock_for(std::time::Duration::from_secs(10)) else {
+        return Err(StoreError::database(std::io::Error::other("the heartbeat did not let go of the live-client flag")));
+    };
     sub.wanted_ms.store(now_micros() / 1000, std::sync::atomic::Ordering::Relaxed);
     if sub.on.load(std::sync::atomic::Ordering::Acquire) {
         return Ok(());
     }
+    sub.stored.store(true, std::sync::atomic::Ordering::Release);
     let now = now_micros() / 1000;
     c.execute(
         "INSERT INTO nodes(id, seen_ms, started_ms, listening) VALUES ($1, $2, $2, true) ON CONFLICT (id) DO UPDATE SET listening = true",
@@ -936,15 +980,16 @@ fn subscribe(c: &mut Conn, node: i64, sub: &Subscription) -> StoreResult<()> {
 }
 
 /// Waits until every transaction that holds an id and was running when this is called has ended,
-/// at most `limit` (then says so and returns: a transaction of an unrelated client, in any
-/// database of the server, may stay open longer; a writer's last round trip waits for no lock).
+/// at most `limit` (then says so and returns). It waits for every such transaction of the server,
+/// in any database: a followd writer, one of another client, or one waiting for a lock.
 ///
-/// A writer reads the flags in a statement of its last round trip, after it took its id; one that
-/// read a flag off before it turned on took its id before then. A fence id taken now, in a
-/// transaction of its own that ends at once, is newer than that writer's, and a snapshot taken
-/// after the fence ended lists every transaction below it still running (a snapshot lists the
-/// running ids below its `xmax`, which is past every ended one: an id taken after the last ended
-/// one would be missing from a snapshot without the fence).
+/// A writer reads the flags after it took its id ([`begin_sql`]); one that read a flag off before
+/// it turned on took its id before then. A fence id taken now, in a transaction of its own that
+/// ends at once, is newer than that writer's, and a snapshot taken after the fence ended lists
+/// every transaction below it still running (a snapshot lists the running ids below its `xmax`,
+/// which is past every ended one: an id taken after the last ended one would be missing from a
+/// snapshot without the fence). Past the limit, such a writer is still caught at its end
+/// (`followd_no_listener`, [`PgWriteTx::notify_sql`]) unless it is already in its last round trip.
 fn wait_out(c: &mut Conn, limit: std::time::Duration) -> StoreResult<()> {
     let fence: i64 = c.query_opt("SELECT pg_current_xact_id()::text::bigint", &[]).map_err(db)?.map_or(0, |r| r.get(0));
     let running: Vec<i64> = c
@@ -967,7 +1012,7 @@ fn wait_out(c: &mut Conn, limit: std::time::Duration) -> StoreResult<()> {
             tracing::warn!(
                 transactions = left,
                 "live clients: transactions older than this node's request for the other nodes' changes are still running; \
-                 a change they commit may not reach this node's clients"
+                 connecting the client anyway (a followd write not yet in its last round trip is run again and sent)"
             );
             break;
         }
@@ -977,17 +1022,17 @@ fn wait_out(c: &mut Conn, limit: std::time::Duration) -> StoreResult<()> {
     Ok(())
 }
 
-/// Turns `node`'s flag off when it is on and no live client has been there or wanted it for
-/// [`LISTEN_LINGER_MS`] (`clients`: those connected now). Returns whether it turned it off. The
-/// node forgets it first: if the answer is lost, the next client asks again (and waits) rather
-/// than trust a flag the database may no longer hold.
+/// Turns `node`'s flag off when it may be on and no live client has been there or wanted it for
+/// [`LISTEN_LINGER_MS`] (`clients`: those connected now); returns whether it did. The node forgets
+/// it first: if the answer is lost, the next client asks again (and waits) rather than trust a
+/// flag the database may no longer hold; a failed write is tried again at the next heartbeat.
 fn unsubscribe_idle(c: &mut Conn, node: i64, sub: &Subscription, clients: usize, now_ms: i64) -> Result<bool, postgres::Error> {
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
     if clients > 0 {
         sub.wanted_ms.store(now_ms, Relaxed);
         return Ok(false);
     }
-    let idle = || sub.on.load(Acquire) && now_ms - sub.wanted_ms.load(Relaxed) >= LISTEN_LINGER_MS;
+    let idle = || sub.stored.load(Acquire) && now_ms - sub.wanted_ms.load(Relaxed) >= LISTEN_LINGER_MS;
     if !idle() {
         return Ok(false);
     }
@@ -997,6 +1042,7 @@ fn unsubscribe_idle(c: &mut Conn, node: i64, sub: &Subscription, clients: usize,
     }
     sub.on.store(false, Release);
     c.execute("UPDATE nodes SET listening = false WHERE id = $1", &[&node])?;
+    sub.stored.store(false, Release);
     Ok(true)
 }
 
@@ -1084,9 +1130,13 @@ fn start_heartbeat(
                 }
                 if let Some(c) = conn.as_mut() {
                     match renew(c, node, sub.on.load(std::sync::atomic::Ordering::Acquire)) {
-                        Ok(true) => tracing::warn!(
-                            "this node's lease was forgotten by the other nodes (away too long): its live clients may have missed changes meanwhile"
-                        ),
+                        Ok(true) => {
+                            // The next client waits out the writes that found the row gone.
+                            sub.on.store(false, std::sync::atomic::Ordering::Release);
+                            tracing::warn!(
+                                "this node's lease was forgotten by the other nodes (away too long): its live clients may have missed changes meanwhile"
+                            )
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot renew this node's lease"),
                     }
@@ -1328,8 +1378,10 @@ impl Writer {
             failed: None,
             retry: false,
             events: Vec::new(),
-            // Always: clients of other nodes may be listening.
+            // Set once `BEGIN` tells whether another node wants them.
             collect_changes: true,
+            changed: false,
+            notify_others: true,
             changes: Vec::new(),
             wake: HashSet::new(),
             pending: Pending::default(),
@@ -1341,8 +1393,8 @@ impl Writer {
         };
         let plans: Vec<&Prefetch> = batch.iter().filter_map(|q| q.prefetch.as_ref()).collect();
         if plans.is_empty() {
-            match tx.conn.int_results(BEGIN) {
-                Ok(r) => tx.xid = begun(r.get(1)),
+            match tx.conn.int_results(&begin_sql(tx.node)) {
+                Ok(r) => (tx.xid, tx.notify_others) = begun(&r),
                 Err(e) => {
                     let retry = retryable(&e);
                     let _ = tx.conn.client.batch_execute("ROLLBACK");
@@ -1357,7 +1409,10 @@ impl Writer {
                 self.read_ahead.fetch_add(plans.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        tx.collect_changes = listening || tx.notify_others;
         let done: Vec<Completion> = batch.iter_mut().map(|q| (q.job)(&mut tx)).collect();
+        // Tests hold a batch here, between its jobs and its last round trip (`sleep`).
+        fail::fail_point!("pg-before-commit");
         let outcome = tx.commit(gate);
         let (events, mut changes) = (std::mem::take(&mut tx.events), std::mem::take(&mut tx.changes));
         if !listening {
@@ -1525,8 +1580,12 @@ struct PgWriteTx<'w> {
     /// Accounts this transaction holds at least `FOR KEY SHARE` (named by its follows or its bulk
     /// batches): a deletion's tombstone waits for it.
     kept: HashSet<Uid>,
-    /// The transaction's id and its server process's, read with `BEGIN` ([`BEGIN`]).
+    /// The transaction's id and its server process's, read with `BEGIN` ([`begin_sql`]).
     xid: Option<(i64, i64)>,
+    /// Whether another node wanted edge changes when this transaction began ([`begin_sql`]).
+    notify_others: bool,
+    /// Whether the batch changed an edge (collected or not).
+    changed: bool,
     /// The batch's number, written into `commit_marks` with its `COMMIT` ([`Writer::resolve`]).
     batch: i64,
 }
@@ -1818,11 +1877,14 @@ impl PgWriteTx<'_> {
 
     /// The statements that tell other nodes what this transaction did, for its last round trip
     /// (`NOTIFY` is delivered on commit only, in commit order): the nodes it handed events to, and
-    /// its edge changes when another node wants them ([`Subscription`]). That is read by the
-    /// statement itself, after every lock of the batch was taken (the last round trip waits for
-    /// none), so a node that turns its flag on waits for this transaction's `COMMIT` only
-    /// ([`wait_out`]). The payloads travel hex-encoded: nothing a client sent is spliced into SQL
-    /// as text.
+    /// its edge changes when another node wants them ([`Subscription`]).
+    ///
+    /// - When one did as the transaction began, its changes are sent, hex-encoded (nothing a client
+    ///   sent is spliced into SQL as text), unless by now none does.
+    /// - When none did, the changes were not collected: `followd_no_listener` fails the transaction
+    ///   with a serialization failure if one does now, and the writer runs its jobs again (they
+    ///   then send them). A node that turned its flag on after this check waits for this
+    ///   transaction's end ([`wait_out`]) before its client registers.
     fn notify_sql(&self, sql: &mut String) {
         if !self.wake.is_empty() {
             let mut wake: Vec<i64> = self.wake.iter().copied().collect();
@@ -1832,7 +1894,9 @@ impl PgWriteTx<'_> {
                 int_list(wake.into_iter())
             ));
         }
-        if !self.changes.is_empty() {
+        if !self.notify_others && self.changed {
+            sql.push_str(&format!("SELECT followd_no_listener({}); ", self.node));
+        } else if !self.changes.is_empty() {
             let payloads: Vec<String> = encode_changes(self.node, &self.changes).iter().map(|p| hex(p.as_bytes())).collect();
             sql.push_str(&format!(
                 "SELECT count(pg_notify('{CHANGES_CHANNEL}', convert_from(decode(p, 'hex'), 'UTF8'))) FROM unnest('{{{}}}'::text[]) AS p \
@@ -1923,9 +1987,9 @@ impl PgWriteTx<'_> {
         }
         unknown.sort_unstable();
         unknown.dedup();
-        let mut sql = format!("{BEGIN}; ");
-        // The index of each statement's rows in the answer ([`BEGIN`] is two statements).
-        let mut at = 2;
+        let mut sql = format!("{}; ", begin_sql(self.node));
+        // The index of each statement's rows in the answer.
+        let mut at = BEGIN_STATEMENTS;
         let mut next = |sql: &mut String, stmt: String| {
             sql.push_str(&stmt);
             sql.push_str("; ");
@@ -1947,7 +2011,7 @@ impl PgWriteTx<'_> {
             (!unknown.is_empty()).then(|| next(&mut sql, pair_edges_of(unknown.iter().map(|e| e.0), unknown.iter().map(|e| e.1))));
         let deletions_at = (!apps.is_empty()).then(|| next(&mut sql, execute(&DELETIONS_OF, &[&apps])));
         let results = self.guard(|c| c.int_results(&sql))?;
-        self.xid = begun(results.get(1));
+        (self.xid, self.notify_others) = begun(&results);
         let rows = |i: Option<usize>| i.and_then(|i| results.get(i)).map_or(&[][..], |r| &r[..]);
         let unreadable = || StoreError::database(std::io::Error::other("unreadable prefetch"));
         let mut counted: HashMap<Uid, Counts> = HashMap::new();
@@ -2571,6 +2635,7 @@ impl WriteTx for PgWriteTx<'_> {
     }
 
     fn changed(&mut self, app: AppId, change: EdgeChange) {
+        self.changed = true;
         if self.collect_changes {
             self.changes.push((app, change));
         }
@@ -2798,17 +2863,17 @@ mod tests {
         let flag = |c: &mut Conn| -> Option<bool> {
             c.client.query_opt("SELECT listening FROM nodes WHERE id = 7", &[]).unwrap().map(|r| r.get(0))
         };
-        renew(&mut c, 7, false).unwrap();
+        assert!(renew(&mut c, 7, false).unwrap(), "a new row");
         assert_eq!(flag(&mut c), Some(false));
         let sub = Subscription::default();
         subscribe(&mut c, 7, &sub).unwrap();
         assert_eq!(flag(&mut c), Some(true));
         assert!(sub.on.load(std::sync::atomic::Ordering::Acquire));
         // The heartbeat's renewal leaves it on; a row that was lost comes back with it.
-        renew(&mut c, 7, false).unwrap();
+        assert!(!renew(&mut c, 7, false).unwrap(), "the row was there");
         assert_eq!(flag(&mut c), Some(true));
         c.client.batch_execute("DELETE FROM nodes").unwrap();
-        renew(&mut c, 7, true).unwrap();
+        assert!(renew(&mut c, 7, true).unwrap(), "the row was lost");
         assert_eq!(flag(&mut c), Some(true));
 
         let t = sub.wanted_ms.load(std::sync::atomic::Ordering::Relaxed) + 10 * LISTEN_LINGER_MS;
@@ -2835,17 +2900,16 @@ mod tests {
         flag.client.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
         writer.client.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
         flag.client.batch_execute("COMMIT").unwrap();
-        let waiter = std::thread::spawn(move || {
-            let mut c = Conn::connect(&url).unwrap();
-            let started = std::time::Instant::now();
-            wait_out(&mut c, std::time::Duration::from_secs(30)).unwrap();
-            started.elapsed()
-        });
+        let mut c = Conn::connect(&url).unwrap();
+        let limit = std::time::Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        let waiter = std::thread::spawn(move || wait_out(&mut c, limit).map(|()| std::time::Instant::now()));
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert!(!waiter.is_finished(), "the writer is still running");
+        let ended = std::time::Instant::now();
         writer.client.batch_execute("COMMIT").unwrap();
-        let took = waiter.join().unwrap();
-        assert!(took >= std::time::Duration::from_millis(500) && took < std::time::Duration::from_secs(30), "{took:?}");
+        let done = waiter.join().unwrap().unwrap();
+        assert!(done >= ended && done - started < limit, "returned when the writer ended, not at the limit");
         assert_eq!(hex(b"\x00\x7fo'k\\"), "007f6f276b5c");
     }
 

@@ -161,6 +161,16 @@ CREATE TABLE commit_marks (
 -- listening node reads every notification. Nodes of this version always write it; the rows of
 -- older nodes still running during an upgrade (which do not know it) read as listening.
 ALTER TABLE nodes ADD COLUMN listening boolean NOT NULL DEFAULT true;
+-- A write that found no node listening as it began, and so did not collect its changes, calls this
+-- just before COMMIT: if a node has begun listening since, the write is run again (a serialization
+-- failure is what followd's writer retries), and sends them.
+CREATE FUNCTION followd_no_listener(me bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM nodes WHERE listening AND id <> me) THEN
+        RAISE EXCEPTION 'a node began listening for edge changes during this write' USING ERRCODE = 'serialization_failure';
+    END IF;
+END
+$$;
 "#,
 ];
 
